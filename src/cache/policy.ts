@@ -1,0 +1,338 @@
+import CachePolicy from 'http-cache-semantics'
+import type { RequestHeaders, ResponseHeaders } from '../headers.js'
+import { headerString } from '../headers.js'
+
+/**
+ * RFC 9111 decisions for a *shared* cache. Every decision is a return value; nothing here
+ * does I/O or reads the clock (times are passed in, in milliseconds).
+ *
+ * The storage decision is http-cache-semantics' `storable()`, fed canonical input so that its
+ * known gaps do not leak through (array header values joined; qualified `private="x"` and
+ * `no-cache="x"` turned into field stripping instead of acting unqualified). Freshness, age,
+ * request directives and Vary matching are computed here, because http-cache-semantics
+ * zeroes the lifetime of `proxy-revalidate` and `Set-Cookie` responses, treats
+ * `must-revalidate` as "always revalidate", reads `immutableMinTimeToLive` in the wrong unit,
+ * lets request `max-stale` override shared-cache prohibitions, and compares Vary values as
+ * exact strings.
+ */
+
+export type Directives = Map<string, string | true>
+
+/**
+ * Parses a Cache-Control value into directives (lower-case names, unquoted values). The first
+ * occurrence of a repeated directive wins (RFC 9111 section 4.2.1).
+ */
+export function parseCacheControl (value: string | undefined): Directives {
+  const out: Directives = new Map()
+  if (value === undefined || value === '') return out
+  // Commas inside quoted strings do not separate directives (no-cache="a, b").
+  const re = /\s*([^\s=,]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*)))?\s*(?:,|$)/gy
+  let m: RegExpExecArray | null
+  while (re.lastIndex < value.length && (m = re.exec(value)) !== null) {
+    if (m[0] === '') break
+    const name = (m[1] as string).toLowerCase()
+    if (out.has(name)) continue
+    const quoted = m[2]
+    const bare = m[3]
+    out.set(name, quoted !== undefined ? quoted.replace(/\\(.)/g, '$1') : bare !== undefined ? bare : true)
+  }
+  return out
+}
+
+const MAX_DELTA = 2147483648 // RFC 9111 section 1.2.2: the largest delta-seconds to send or accept
+
+/**
+ * delta-seconds (RFC 9111 section 1.2.2): a non-negative integer, anything else is invalid.
+ * Returns undefined for invalid values so each caller can apply its own rule.
+ */
+export function parseDeltaSeconds (value: string | true | undefined): number | undefined {
+  if (typeof value !== 'string' || !/^[0-9]+$/.test(value)) return undefined
+  const n = Number(value)
+  return n > MAX_DELTA ? MAX_DELTA : n
+}
+
+/** An HTTP-date in milliseconds, or undefined when absent or invalid. */
+function parseDate (value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  const t = Date.parse(value)
+  return Number.isFinite(t) ? t : undefined
+}
+
+// RFC 9110 section 15.1: statuses whose responses are heuristically cacheable.
+const HEURISTICALLY_CACHEABLE = new Set([200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501])
+
+/** A field value normalised for Vary comparison: commas and runs of whitespace canonicalised. */
+function varyValue (value: string | undefined): string | undefined {
+  if (value === undefined) return undefined
+  return value.split(',').map((v) => v.trim().replace(/\s+/g, ' ')).join(',')
+}
+
+/** The field names in a Vary value, lower-cased; '*' is kept as a name. */
+export function varyFields (vary: string | undefined): string[] {
+  if (vary === undefined) return []
+  return vary.split(',').map((f) => f.trim().toLowerCase()).filter((f) => f !== '')
+}
+
+/** What a stored response needs to be judged later, computed once when it is stored. */
+export interface Freshness {
+  /** Response directives, with qualified private/no-cache already applied as field stripping. */
+  readonly directives: Directives
+  /** Freshness lifetime in seconds (RFC 9111 section 4.2.1, heuristic section 4.2.2). */
+  readonly lifetime: number
+  /** corrected_initial_age in seconds (RFC 9111 section 4.2.3). */
+  readonly initialAge: number
+  /** When the response was received, ms. */
+  readonly responseTime: number
+  /** The request header values the response varies on, normalised; null when it varies on nothing. */
+  readonly vary: ReadonlyMap<string, string | undefined> | null
+  /** Strong or weak entity tag, if any. */
+  readonly etag: string | undefined
+  readonly lastModified: string | undefined
+}
+
+export interface StorageDecision {
+  readonly store: boolean
+  /** Why not, for Cache-Status `detail` and tests. */
+  readonly reason: string
+  /** Response headers as they may be stored (qualified private/no-cache fields removed). */
+  readonly headers: ResponseHeaders
+}
+
+function joinForPolicy (headers: ResponseHeaders | RequestHeaders): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const name in headers) {
+    const v = headers[name]
+    if (v === undefined) continue
+    // http-cache-semantics throws on arrays; Set-Cookie keeps its own meaning (presence only).
+    out[name] = Array.isArray(v) ? v.join(name === 'set-cookie' ? '\n' : ', ') : v
+  }
+  return out
+}
+
+/** Field names listed by a qualified directive such as private="set-cookie, x-user". */
+function qualifiedFields (value: string | true | undefined): string[] | undefined {
+  if (typeof value !== 'string') return undefined
+  return value.split(',').map((f) => f.trim().toLowerCase()).filter((f) => f !== '')
+}
+
+function formatDirectives (directives: Directives): string {
+  const parts: string[] = []
+  for (const [k, v] of directives) parts.push(v === true ? k : `${k}=${/[\s,"]/.test(v) ? JSON.stringify(v) : v}`)
+  return parts.join(', ')
+}
+
+/**
+ * RFC 9111 section 3: may a shared cache store this response to this request?
+ */
+export function decideStorage (
+  method: string,
+  requestHeaders: RequestHeaders,
+  status: number,
+  responseHeaders: ResponseHeaders
+): StorageDecision {
+  const directives = parseCacheControl(headerString(responseHeaders, 'cache-control'))
+  let headers = responseHeaders
+  // RFC 9111 sections 5.2.2.4 and 5.2.2.7: the qualified forms forbid storing (or reusing
+  // without revalidation) only the named fields, so strip those and keep the rest.
+  const strip = [
+    ...(qualifiedFields(directives.get('private')) ?? []),
+    ...(qualifiedFields(directives.get('no-cache')) ?? [])
+  ]
+  if (strip.length > 0) {
+    headers = { ...responseHeaders }
+    for (const f of strip) delete headers[f]
+    const cleaned: Directives = new Map(directives)
+    if (typeof cleaned.get('private') === 'string') cleaned.delete('private')
+    if (typeof cleaned.get('no-cache') === 'string') cleaned.delete('no-cache')
+    headers['cache-control'] = formatDirectives(cleaned)
+    if (headers['cache-control'] === '') delete headers['cache-control']
+  }
+  const no = (reason: string): StorageDecision => ({ store: false, reason, headers })
+  if (method !== 'GET') return no('method')
+  if (status === 206 || status === 304) return no('partial or not-modified response')
+  if (requestHeaders.range !== undefined) return no('range request')
+  const vary = varyFields(headerString(headers, 'vary'))
+  if (vary.includes('*')) return no('vary-star')
+  const cc = parseCacheControl(headerString(headers, 'cache-control'))
+  // A shared cache replaying Set-Cookie would hand one user's session to the next; only an
+  // explicit `public` says the origin meant it (the same line http-cache-semantics draws).
+  if (headers['set-cookie'] !== undefined && !cc.has('public')) return no('set-cookie')
+  const policy = new CachePolicy(
+    { method, url: '/', headers: joinForPolicy(requestHeaders) },
+    { status, headers: joinForPolicy(headers) },
+    { shared: true }
+  )
+  if (!policy.storable()) return no('not storable')
+  return { store: true, reason: '', headers }
+}
+
+/**
+ * Computes what freshness needs, once, when a response is stored or refreshed.
+ * `requestTime` and `responseTime` are ms (RFC 9111 section 4.2.3's request_time and response_time).
+ */
+export function computeFreshness (
+  status: number,
+  requestHeaders: RequestHeaders,
+  responseHeaders: ResponseHeaders,
+  requestTime: number,
+  responseTime: number
+): Freshness {
+  const directives = parseCacheControl(headerString(responseHeaders, 'cache-control'))
+  const date = parseDate(headerString(responseHeaders, 'date'))
+  const dateValue = date ?? responseTime
+
+  // RFC 9111 section 5.1: Age is delta-seconds; the first of several values counts, and an
+  // invalid value is ignored rather than taken as "maximally old".
+  const ageHeader = responseHeaders.age
+  const firstAge = Array.isArray(ageHeader) ? ageHeader[0] : ageHeader
+  const ageValue = parseDeltaSeconds(firstAge?.split(',')[0]?.trim()) ?? 0
+
+  // RFC 9111 section 4.2.3
+  const apparentAge = Math.max(0, responseTime - dateValue) / 1000
+  const responseDelay = Math.max(0, responseTime - requestTime) / 1000
+  const correctedAgeValue = ageValue + responseDelay
+  const initialAge = Math.max(apparentAge, correctedAgeValue)
+
+  const vary = varyFields(headerString(responseHeaders, 'vary'))
+  let varyMap: Map<string, string | undefined> | null = null
+  if (vary.length > 0) {
+    varyMap = new Map()
+    for (const f of vary) varyMap.set(f, varyValue(requestHeaders[f]))
+  }
+
+  return {
+    directives,
+    lifetime: freshnessLifetime(status, directives, responseHeaders, dateValue),
+    initialAge,
+    responseTime,
+    vary: varyMap,
+    etag: headerString(responseHeaders, 'etag'),
+    lastModified: headerString(responseHeaders, 'last-modified')
+  }
+}
+
+/** RFC 9111 section 4.2.1, for a shared cache. Seconds. */
+function freshnessLifetime (status: number, cc: Directives, headers: ResponseHeaders, dateValue: number): number {
+  // A directive that is present but invalid makes the response stale rather than letting a
+  // lower-priority source decide (section 4.2.1: "consider the response stale").
+  if (cc.has('s-maxage')) return parseDeltaSeconds(cc.get('s-maxage')) ?? 0
+  if (cc.has('max-age')) return parseDeltaSeconds(cc.get('max-age')) ?? 0
+  const expiresHeader = headers.expires
+  if (expiresHeader !== undefined) {
+    // Section 5.3: an invalid Expires, "0" included, means already expired; several values too.
+    if (Array.isArray(expiresHeader) && expiresHeader.length !== 1) return 0
+    const expires = parseDate(Array.isArray(expiresHeader) ? expiresHeader[0] : expiresHeader)
+    if (expires === undefined) return 0
+    return Math.max(0, (expires - dateValue) / 1000)
+  }
+  // Section 4.2.2: heuristics only for heuristically cacheable statuses, or `public`.
+  if (!HEURISTICALLY_CACHEABLE.has(status) && !cc.has('public')) return 0
+  const lastModified = parseDate(headerString(headers, 'last-modified'))
+  if (lastModified === undefined || lastModified >= dateValue) return 0
+  return Math.floor(((dateValue - lastModified) / 1000) * 0.1)
+}
+
+/** current_age (RFC 9111 section 4.2.3), seconds. */
+export function currentAge (f: Freshness, now: number): number {
+  return f.initialAge + Math.max(0, now - f.responseTime) / 1000
+}
+
+/** Does a request select this stored response (RFC 9111 section 4.1)? */
+export function varyMatches (f: Freshness, requestHeaders: RequestHeaders): boolean {
+  if (f.vary === null) return true
+  for (const [field, stored] of f.vary) {
+    if (varyValue(requestHeaders[field]) !== stored) return false
+  }
+  return true
+}
+
+export type Reuse =
+  /** Serve the stored response as it is. */
+  | { readonly action: 'fresh' }
+  /** Serve it stale, allowed by the request's max-stale. */
+  | { readonly action: 'stale' }
+  /** Validate it with the origin before use (section 4.3). */
+  | { readonly action: 'validate' }
+
+/**
+ * RFC 9111 section 4: may this stored, Vary-matched response answer this request now?
+ */
+export function decideReuse (f: Freshness, requestDirectives: Directives, requestHeaders: RequestHeaders, now: number): Reuse {
+  const cc = f.directives
+  // Section 5.4: Pragma: no-cache counts only when the request has no Cache-Control.
+  if (requestDirectives.has('no-cache') ||
+    (requestHeaders['cache-control'] === undefined && /(^|,)\s*no-cache\s*(,|$)/i.test(requestHeaders.pragma ?? ''))) {
+    return { action: 'validate' }
+  }
+  // Section 5.2.2.4: unqualified no-cache means validate every time.
+  if (cc.get('no-cache') === true) return { action: 'validate' }
+  const age = currentAge(f, now)
+  const fresh = f.lifetime > age
+  // Section 5.2.1.1
+  const maxAge = parseDeltaSeconds(requestDirectives.get('max-age'))
+  if (maxAge !== undefined && age > maxAge) return { action: 'validate' }
+  // Section 5.2.1.3
+  const minFresh = parseDeltaSeconds(requestDirectives.get('min-fresh'))
+  if (minFresh !== undefined && f.lifetime - age < minFresh) return { action: 'validate' }
+  if (fresh) return { action: 'fresh' }
+  // Sections 5.2.2.2, 5.2.2.8, 5.2.2.10: a shared cache never serves these stale, whatever
+  // the request says.
+  if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage')) return { action: 'validate' }
+  // Section 5.2.1.2: max-stale with no value accepts any staleness.
+  const maxStale = requestDirectives.get('max-stale')
+  if (maxStale === true) return { action: 'stale' }
+  const staleLimit = parseDeltaSeconds(maxStale)
+  if (staleLimit !== undefined && age - f.lifetime <= staleLimit) return { action: 'stale' }
+  return { action: 'validate' }
+}
+
+/** Can the stored response be validated at all (section 4.3.1)? */
+export function hasValidator (f: Freshness): boolean {
+  return f.etag !== undefined || f.lastModified !== undefined
+}
+
+// RFC 9111 section 3.2: fields a 304 must not overwrite in the stored response.
+const NOT_UPDATED_BY_304 = new Set(['content-length', 'content-encoding', 'transfer-encoding', 'content-range', 'content-type'])
+
+/** The stored headers updated by a 304 (RFC 9111 sections 3.2 and 4.3.4). */
+export function mergeNotModified (stored: ResponseHeaders, notModified: ResponseHeaders): ResponseHeaders {
+  const out: ResponseHeaders = { ...stored }
+  for (const name in notModified) {
+    if (NOT_UPDATED_BY_304.has(name)) continue
+    const v = notModified[name]
+    if (v !== undefined) out[name] = v
+  }
+  return out
+}
+
+/** Weak comparison of entity tags (RFC 9110 section 8.8.3.2). */
+function weakEquals (a: string, b: string): boolean {
+  return a.replace(/^W\//, '') === b.replace(/^W\//, '')
+}
+
+/**
+ * Does a 304 apply to the stored response that was validated (RFC 9111 section 4.3.4)?
+ */
+export function notModifiedMatches (f: Freshness, notModified: ResponseHeaders): boolean {
+  const etag = headerString(notModified, 'etag')
+  if (etag !== undefined) return f.etag !== undefined && weakEquals(f.etag, etag)
+  const lm = headerString(notModified, 'last-modified')
+  if (lm !== undefined) return f.lastModified === undefined || f.lastModified === lm
+  return true
+}
+
+/**
+ * Answers a caller's own conditional request from a stored response (RFC 9110 section 13.2.2):
+ * true when a 304 is the right answer.
+ */
+export function conditionalMatches (f: Freshness, requestHeaders: RequestHeaders): boolean {
+  const inm = requestHeaders['if-none-match']
+  if (inm !== undefined) {
+    if (f.etag === undefined) return false
+    if (inm.trim() === '*') return true
+    return inm.split(',').some((t) => weakEquals(t.trim(), f.etag as string))
+  }
+  const ims = parseDate(requestHeaders['if-modified-since'])
+  const lm = parseDate(f.lastModified)
+  return ims !== undefined && lm !== undefined && lm <= ims
+}

@@ -1,0 +1,182 @@
+import { LRUCache } from 'lru-cache'
+import type { ResponseHeaders } from '../headers.js'
+import type { Freshness } from './policy.js'
+
+/** One stored response: one variant of one URL. */
+export interface StoredResponse {
+  readonly status: number
+  readonly statusText: string
+  /** Headers as stored: end-to-end only, without Age (added per hit). */
+  readonly headers: ResponseHeaders
+  readonly body: readonly Buffer[]
+  readonly bodyLength: number
+  readonly freshness: Freshness
+  /** Bytes charged against the budgets: body, headers and a fixed overhead. */
+  readonly size: number
+  /** Raw header form for legacy handlers, built on the first hit that needs it. */
+  rawHeaders?: Buffer[]
+}
+
+/** The variants stored for one URL, most recently stored first. */
+interface Variants {
+  readonly list: readonly StoredResponse[]
+  readonly size: number
+}
+
+// What a stored response costs beyond its bytes: objects, the key, the freshness record.
+const ENTRY_OVERHEAD = 512
+
+/** Bytes a response will be charged, given its headers and body length. */
+export function entrySize (url: string, headers: ResponseHeaders, bodyLength: number): number {
+  let n = ENTRY_OVERHEAD + url.length + bodyLength
+  for (const name in headers) {
+    const v = headers[name]
+    n += name.length + 4
+    if (Array.isArray(v)) for (const x of v) n += x.length + name.length + 4
+    else if (v !== undefined) n += v.length
+  }
+  return n
+}
+
+export interface StoreOptions {
+  maxSize: number
+  maxHostSize: number
+  maxEntrySize: number
+}
+
+export interface StoreCounters {
+  bytes: number
+  entries: number
+  evictions: number
+  hosts: number
+}
+
+/**
+ * Byte-bounded storage: one LRU per origin host (so one busy host cannot flush every other),
+ * all under one total budget, evicting from the least recently used host when the total is
+ * over. It only stores: what may be stored, and when, is decided elsewhere.
+ */
+export class Store {
+  readonly #opts: StoreOptions
+  // Map order is host recency: a host is moved to the end whenever it is read or written.
+  readonly #hosts = new Map<string, LRUCache<string, Variants>>()
+  #bytes = 0
+  #entries = 0
+  #evictions = 0
+  readonly #hostBytes = new Map<string, number>()
+
+  constructor (opts: StoreOptions) {
+    this.#opts = opts
+  }
+
+  #touch (host: string): LRUCache<string, Variants> | undefined {
+    const lru = this.#hosts.get(host)
+    if (lru !== undefined) {
+      this.#hosts.delete(host)
+      this.#hosts.set(host, lru)
+    }
+    return lru
+  }
+
+  #lruFor (host: string): LRUCache<string, Variants> {
+    const existing = this.#touch(host)
+    if (existing !== undefined) return existing
+    const lru = new LRUCache<string, Variants>({
+      maxSize: this.#opts.maxHostSize,
+      sizeCalculation: (v) => v.size,
+      dispose: (v, _key, reason) => {
+        this.#bytes -= v.size
+        this.#entries -= v.list.length
+        this.#hostBytes.set(host, (this.#hostBytes.get(host) ?? 0) - v.size)
+        if (reason === 'evict') this.#evictions += v.list.length
+      }
+    })
+    this.#hosts.set(host, lru)
+    return lru
+  }
+
+  /** The stored variants of a URL, most recent first; marks the URL as recently used. */
+  get (host: string, url: string): readonly StoredResponse[] | undefined {
+    return this.#touch(host)?.get(url)?.list
+  }
+
+  /** Without touching recency: for tests and stats. */
+  peek (host: string, url: string): readonly StoredResponse[] | undefined {
+    return this.#hosts.get(host)?.peek(url)?.list
+  }
+
+  /**
+   * Stores a response, replacing the variant it supersedes (`replaces`, or one with the same
+   * Vary values). Returns false when it cannot fit.
+   */
+  put (host: string, url: string, response: StoredResponse, replaces?: StoredResponse): boolean {
+    if (response.size > this.#opts.maxEntrySize || response.size > this.#opts.maxHostSize) return false
+    const lru = this.#lruFor(host)
+    const previous = lru.peek(url)?.list ?? []
+    const kept = previous.filter((v) => v !== replaces && !sameVariant(v, response))
+    const list = [response, ...kept]
+    let size = 0
+    for (const v of list) size += v.size
+    // A URL whose variants outgrow the host budget keeps only its newest ones.
+    while (size > this.#opts.maxHostSize && list.length > 1) size -= (list.pop() as StoredResponse).size
+    lru.set(url, { list, size })
+    this.#bytes += size
+    this.#entries += list.length
+    this.#hostBytes.set(host, (this.#hostBytes.get(host) ?? 0) + size)
+    this.#enforceTotal()
+    return true
+  }
+
+  /** Removes every variant of a URL (RFC 9111 section 4.4 invalidation). Returns how many. */
+  delete (host: string, url: string): number {
+    const lru = this.#hosts.get(host)
+    if (lru === undefined) return 0
+    const n = lru.peek(url)?.list.length ?? 0
+    lru.delete(url)
+    this.#dropIfEmpty(host, lru)
+    return n
+  }
+
+  #dropIfEmpty (host: string, lru: LRUCache<string, Variants>): void {
+    if (lru.size === 0) {
+      this.#hosts.delete(host)
+      this.#hostBytes.delete(host)
+    }
+  }
+
+  #enforceTotal (): void {
+    while (this.#bytes > this.#opts.maxSize) {
+      const oldest = this.#hosts.entries().next()
+      if (oldest.done === true) return
+      const [host, lru] = oldest.value
+      if (lru.pop() === undefined || lru.size === 0) {
+        this.#hosts.delete(host)
+        this.#hostBytes.delete(host)
+      }
+    }
+  }
+
+  clear (): void {
+    for (const lru of this.#hosts.values()) lru.clear()
+    this.#hosts.clear()
+    this.#hostBytes.clear()
+  }
+
+  counters (): StoreCounters {
+    return { bytes: this.#bytes, entries: this.#entries, evictions: this.#evictions, hosts: this.#hosts.size }
+  }
+
+  /** Bytes stored per host. */
+  hostBytes (): Record<string, number> {
+    return Object.fromEntries(this.#hostBytes)
+  }
+}
+
+function sameVariant (a: StoredResponse, b: StoredResponse): boolean {
+  const va = a.freshness.vary
+  const vb = b.freshness.vary
+  if (va === null || vb === null) return va === vb
+  if (va.size !== vb.size) return false
+  for (const [k, v] of va) if (!vb.has(k) || vb.get(k) !== v) return false
+  return true
+}

@@ -1,0 +1,126 @@
+import type { Dispatcher } from 'undici'
+import { errors } from 'undici'
+import { toRawHeaders, type ResponseHeaders } from '../headers.js'
+
+type Controller = Dispatcher.DispatchController
+type Handler = Dispatcher.DispatchHandler
+
+/**
+ * The caller's handler as everything inside the library sees it: the new contract
+ * (onRequestStart / onResponseStart / ...: what compose()d interceptors pass), whichever
+ * contract the caller used, and a completion hook that fires exactly once, on end or error.
+ */
+export interface CallerHandler extends Required<Pick<Handler, 'onRequestStart' | 'onResponseStart' | 'onResponseData' | 'onResponseEnd' | 'onResponseError'>> {
+  /** True when the caller speaks the legacy contract and wants raw header Buffers. */
+  readonly legacy: boolean
+  /** onResponseStart for callers of the legacy contract, given headers already in raw form. */
+  startRaw (controller: Controller, statusCode: number, rawHeaders: Buffer[], statusMessage: string): void
+}
+
+/**
+ * A legacy handler (onConnect / onHeaders / onData / onComplete / onError: what Node 20's
+ * built-in fetch and undici 7's request and fetch pass) presented in the new contract.
+ * Backpressure maps both ways: a `false` from onHeaders or onData pauses, and the legacy
+ * `resume` callback resumes.
+ */
+class LegacyCaller implements CallerHandler {
+  readonly legacy = true
+  readonly #handler: Handler
+  readonly #onDone: () => void
+  #controller: Controller | null = null
+  #done = false
+  readonly #resume = (): void => { this.#controller?.resume() }
+
+  constructor (handler: Handler, onDone: () => void) {
+    this.#handler = handler
+    this.#onDone = onDone
+  }
+
+  onRequestStart (controller: Controller, context: unknown): void {
+    this.#controller = controller
+    const onConnect = this.#handler.onConnect as ((abort: (reason?: Error) => void, context: unknown) => void) | undefined
+    onConnect?.call(this.#handler, (reason?: Error) => {
+      controller.abort(reason ?? new errors.RequestAbortedError())
+    }, context)
+  }
+
+  onResponseStart (controller: Controller, statusCode: number, headers: ResponseHeaders, statusMessage?: string): void {
+    this.startRaw(controller, statusCode, toRawHeaders(headers), statusMessage ?? '')
+  }
+
+  startRaw (controller: Controller, statusCode: number, rawHeaders: Buffer[], statusMessage: string): void {
+    this.#controller = controller
+    if (this.#handler.onHeaders?.(statusCode, rawHeaders, this.#resume, statusMessage) === false) {
+      controller.pause()
+    }
+  }
+
+  onResponseData (controller: Controller, chunk: Buffer): void {
+    if (this.#handler.onData?.(chunk) === false) controller.pause()
+  }
+
+  onResponseEnd (_controller: Controller, trailers: ResponseHeaders): void {
+    if (this.#done) return
+    this.#done = true
+    this.#onDone()
+    // undici itself hands legacy handlers Buffers here, whatever its typings say.
+    this.#handler.onComplete?.(toRawHeaders(trailers) as unknown as string[])
+  }
+
+  onResponseError (_controller: Controller, error: Error): void {
+    if (this.#done) return
+    this.#done = true
+    this.#onDone()
+    this.#handler.onError?.(error)
+  }
+}
+
+/** A new-contract handler with the completion hook added. */
+class ModernCaller implements CallerHandler {
+  readonly legacy = false
+  readonly #handler: Handler
+  readonly #onDone: () => void
+  #done = false
+
+  constructor (handler: Handler, onDone: () => void) {
+    this.#handler = handler
+    this.#onDone = onDone
+  }
+
+  onRequestStart (controller: Controller, context: unknown): void {
+    this.#handler.onRequestStart?.(controller, context)
+  }
+
+  onResponseStart (controller: Controller, statusCode: number, headers: ResponseHeaders, statusMessage?: string): void {
+    this.#handler.onResponseStart?.(controller, statusCode, headers, statusMessage)
+  }
+
+  startRaw (): void {
+    throw new Error('startRaw is for legacy handlers')
+  }
+
+  onResponseData (controller: Controller, chunk: Buffer): void {
+    this.#handler.onResponseData?.(controller, chunk)
+  }
+
+  onResponseEnd (controller: Controller, trailers: ResponseHeaders): void {
+    if (this.#done) return
+    this.#done = true
+    this.#onDone()
+    this.#handler.onResponseEnd?.(controller, trailers)
+  }
+
+  onResponseError (controller: Controller, error: Error): void {
+    if (this.#done) return
+    this.#done = true
+    this.#onDone()
+    this.#handler.onResponseError?.(controller, error)
+  }
+}
+
+/** Wraps a caller's handler of either contract; `onDone` runs once when the request ends. */
+export function wrapCaller (handler: Handler, onDone: () => void): CallerHandler {
+  return typeof handler.onRequestStart === 'function' || typeof handler.onResponseStart === 'function'
+    ? new ModernCaller(handler, onDone)
+    : new LegacyCaller(handler, onDone)
+}

@@ -1,0 +1,109 @@
+import type { Dispatcher } from 'undici'
+import type { CallerHandler } from './dispatch/compat.js'
+import type { CallerController } from './dispatch/controller.js'
+import { PeerProtocolError } from './errors.js'
+import { endToEndResponseHeaders, headerString, type ResponseHeaders } from './headers.js'
+
+type Controller = Dispatcher.DispatchController
+type Handler = Dispatcher.DispatchHandler
+
+/**
+ * Response header an owner sets on answers that are its own failure (bad request, origin
+ * unreachable, ...) rather than the origin's response, so the forwarding peer can tell a
+ * broken hop from an origin that answered 502.
+ */
+export const ERROR_HEADER = 'forwardcache-error'
+
+export interface PassThroughHooks {
+  /** Runs when the response starts, with its status; for invalidation after unsafe methods. */
+  onStatus?: (status: number, headers: ResponseHeaders) => void
+  /** Cache-Status to add, when the response did not come from a cache that set one. */
+  cacheStatus?: string
+}
+
+/**
+ * Streams an upstream response (an origin's or an owner peer's) to the caller unchanged but
+ * for hop-by-hop fields, steering the upstream with the caller's pause, resume and abort.
+ */
+export class PassThroughHandler implements Handler {
+  protected readonly sink: CallerHandler
+  protected readonly ctl: CallerController
+  readonly #hooks: PassThroughHooks
+
+  constructor (sink: CallerHandler, ctl: CallerController, hooks: PassThroughHooks = {}) {
+    this.sink = sink
+    this.ctl = ctl
+    this.#hooks = hooks
+  }
+
+  onRequestStart (controller: Controller): void {
+    this.ctl.attach(controller)
+  }
+
+  onResponseStart (_controller: Controller, status: number, headers: ResponseHeaders, statusText?: string): void {
+    const out = endToEndResponseHeaders(headers)
+    if (this.#hooks.cacheStatus !== undefined && out['cache-status'] === undefined) out['cache-status'] = this.#hooks.cacheStatus
+    this.#hooks.onStatus?.(status, out)
+    this.sink.onResponseStart(this.ctl, status, out, statusText ?? '')
+  }
+
+  onResponseData (_controller: Controller, chunk: Buffer): void {
+    this.sink.onResponseData(this.ctl, chunk)
+  }
+
+  onResponseEnd (_controller: Controller, trailers: ResponseHeaders): void {
+    this.sink.onResponseEnd(this.ctl, trailers)
+  }
+
+  onResponseError (_controller: Controller | null, err: Error): void {
+    this.sink.onResponseError(this.ctl, err)
+  }
+}
+
+/**
+ * Streams an owner peer's response to the caller. A failure of the hop itself before any
+ * response reaches the caller (refused, timed out, or an answer marked as the owner's own
+ * error) goes to `fallback` instead, so the caller can still be served; after the response
+ * has started, nothing is retried and errors reach the caller.
+ */
+export class ForwardHandler extends PassThroughHandler {
+  readonly #fallback: (err: Error) => void
+  #started = false
+  #failed = false
+
+  constructor (sink: CallerHandler, ctl: CallerController, fallback: (err: Error) => void) {
+    super(sink, ctl)
+    this.#fallback = fallback
+  }
+
+  override onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusText?: string): void {
+    const ownerError = headerString(headers, ERROR_HEADER)
+    if (ownerError !== undefined) {
+      this.#failed = true
+      // The small error body is not wanted; stop it and serve the caller another way.
+      controller.abort(new PeerProtocolError(`owner answered ${status}: ${ownerError}`))
+      this.#fallback(new PeerProtocolError(`owner answered ${status}: ${ownerError}`))
+      return
+    }
+    this.#started = true
+    super.onResponseStart(controller, status, headers, statusText)
+  }
+
+  override onResponseData (controller: Controller, chunk: Buffer): void {
+    if (!this.#failed) super.onResponseData(controller, chunk)
+  }
+
+  override onResponseEnd (controller: Controller, trailers: ResponseHeaders): void {
+    if (!this.#failed) super.onResponseEnd(controller, trailers)
+  }
+
+  override onResponseError (controller: Controller | null, err: Error): void {
+    if (this.#failed) return
+    if (!this.#started && !this.ctl.aborted) {
+      this.#failed = true
+      this.#fallback(err)
+      return
+    }
+    super.onResponseError(controller, err)
+  }
+}

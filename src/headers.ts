@@ -1,0 +1,142 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import { InvalidArgumentError } from './errors.js'
+
+/** Request headers after normalisation: lower-case names, one string value each. */
+export type RequestHeaders = Record<string, string>
+
+/** Response headers as undici's new handler contract gives them. */
+export type ResponseHeaders = Record<string, string | string[]>
+
+// RFC 9110 section 7.6.1, plus the legacy ones every proxy strips.
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
+  'proxy-authenticate', 'proxy-authorization'
+])
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+// CR, LF and NUL can split a message; other controls are refused by undici itself.
+const UNSAFE_VALUE = /[\r\n\0]/
+
+function addHeader (out: RequestHeaders, rawName: string, rawValue: unknown): void {
+  const name = rawName.toLowerCase()
+  if (!TOKEN.test(name)) throw new InvalidArgumentError(`invalid header name ${JSON.stringify(rawName)}`)
+  if (rawValue === undefined || rawValue === null) return
+  const values = Array.isArray(rawValue) ? rawValue : [rawValue]
+  for (const v of values) {
+    const value = String(v)
+    if (UNSAFE_VALUE.test(value)) throw new InvalidArgumentError(`invalid value for header ${name}`)
+    const prev = out[name]
+    // RFC 9110 section 5.3 allows joining repeated fields with commas; Cookie is the
+    // exception (RFC 6265 section 5.4) and joins with "; ".
+    out[name] = prev === undefined ? value : `${prev}${name === 'cookie' ? '; ' : ', '}${value}`
+  }
+}
+
+/**
+ * Reads any of the header shapes undici accepts (object, flat array, iterable of pairs, null)
+ * into lower-case names with single string values. Throws InvalidArgumentError on names that
+ * are not tokens and on values that contain CR, LF or NUL.
+ */
+export function normaliseRequestHeaders (headers: unknown): RequestHeaders {
+  const out: RequestHeaders = {}
+  if (headers === null || headers === undefined) return out
+  if (Array.isArray(headers)) {
+    if (headers.length % 2 !== 0) throw new InvalidArgumentError('headers array must have an even length')
+    for (let i = 0; i < headers.length; i += 2) addHeader(out, String(headers[i]), headers[i + 1])
+    return out
+  }
+  if (typeof headers !== 'object') throw new InvalidArgumentError('headers must be an object or an array')
+  if (typeof (headers as Iterable<unknown>)[Symbol.iterator] === 'function') {
+    for (const pair of headers as Iterable<unknown>) {
+      if (!Array.isArray(pair) || pair.length !== 2) throw new InvalidArgumentError('headers must be [name, value] pairs')
+      addHeader(out, String(pair[0]), pair[1])
+    }
+    return out
+  }
+  for (const name of Object.keys(headers)) addHeader(out, name, (headers as Record<string, unknown>)[name])
+  return out
+}
+
+function connectionTokens (value: string | string[] | undefined): string[] {
+  if (value === undefined) return []
+  const joined = Array.isArray(value) ? value.join(',') : value
+  return joined.split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '')
+}
+
+// Names a caller may not make hop-by-hop: dropping them would change what the request means.
+const PROTECTED_FROM_CONNECTION = new Set(['host', 'content-length', 'authorization'])
+
+/**
+ * The end-to-end part of a request's headers (RFC 9110 section 7.6.1): hop-by-hop fields and
+ * the fields named in Connection removed, and Host dropped because the target URL decides it.
+ * Throws InvalidArgumentError when Connection names a field whose removal would change the
+ * request's meaning.
+ */
+export function endToEndRequestHeaders (headers: RequestHeaders): RequestHeaders {
+  const named = connectionTokens(headers.connection)
+  for (const token of named) {
+    if (PROTECTED_FROM_CONNECTION.has(token)) {
+      throw new InvalidArgumentError(`Connection may not name ${token}`)
+    }
+  }
+  const out: RequestHeaders = {}
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || name === 'host' || named.includes(name)) continue
+    out[name] = headers[name] as string
+  }
+  return out
+}
+
+/** A response's end-to-end headers: hop-by-hop fields and those named in Connection removed. */
+export function endToEndResponseHeaders (headers: IncomingHttpHeaders | ResponseHeaders): ResponseHeaders {
+  const named = connectionTokens(headers.connection)
+  const out: ResponseHeaders = {}
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || named.includes(name)) continue
+    const value = headers[name]
+    if (value !== undefined) out[name] = value
+  }
+  return out
+}
+
+/** A single string for a response header, joining repeats with commas (RFC 9110 section 5.3). */
+export function headerString (headers: ResponseHeaders | IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name]
+  if (value === undefined) return undefined
+  return Array.isArray(value) ? value.join(', ') : value
+}
+
+/** Headers in the legacy handler contract's shape: alternating name and value Buffers. */
+export function toRawHeaders (headers: ResponseHeaders): Buffer[] {
+  const raw: Buffer[] = []
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined) continue
+    const nameBuf = Buffer.from(name, 'latin1')
+    if (Array.isArray(value)) {
+      for (const v of value) raw.push(nameBuf, Buffer.from(v, 'latin1'))
+    } else {
+      raw.push(nameBuf, Buffer.from(value, 'latin1'))
+    }
+  }
+  return raw
+}
+
+/** Parses the legacy contract's raw headers into the new contract's object. */
+export function fromRawHeaders (raw: ReadonlyArray<Buffer | string> | null | undefined): ResponseHeaders {
+  const out: ResponseHeaders = {}
+  if (raw === null || raw === undefined) return out
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = latin1(raw[i]!).toLowerCase()
+    const value = latin1(raw[i + 1]!)
+    const prev = out[name]
+    if (prev === undefined) out[name] = value
+    else if (Array.isArray(prev)) prev.push(value)
+    else out[name] = [prev, value]
+  }
+  return out
+}
+
+function latin1 (b: Buffer | string): string {
+  return typeof b === 'string' ? b : b.toString('latin1')
+}

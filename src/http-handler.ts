@@ -1,0 +1,178 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Dispatcher } from 'undici'
+import { errors } from 'undici'
+import type { CacheRequest } from './cache/local-cache.js'
+import { parseCacheControl } from './cache/policy.js'
+import type { CallerHandler } from './dispatch/compat.js'
+import { CallerController } from './dispatch/controller.js'
+import { ERROR_HEADER } from './forward.js'
+import { endToEndRequestHeaders, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
+import type { Counters } from './stats.js'
+import { normaliseOriginUrl } from './url.js'
+
+type Controller = Dispatcher.DispatchController
+
+/** A handler for node:http servers and Connect/Express-style middleware stacks. */
+export type NodeHandler = (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void) => void
+
+export interface OwnerEndpoint {
+  path: string
+  counters: Counters
+  isClosed: () => boolean
+  track: (ctl: CallerController) => () => void
+  serve: (req: CacheRequest, sink: CallerHandler, ctl: CallerController) => void
+  invalidate: (url: URL) => void
+}
+
+function refuse (res: ServerResponse, status: number, code: string, reason: string, extra: Record<string, string> = {}): void {
+  const body = `${reason}\n`
+  res.writeHead(status, {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    [ERROR_HEADER]: code,
+    ...extra
+  })
+  res.end(body)
+}
+
+/** How many forwardcache hops a request already went through, from its Via field. */
+function forwardcacheHops (via: string | undefined): number {
+  if (via === undefined) return 0
+  let n = 0
+  for (const hop of via.split(',')) if (/\bforwardcache\b/i.test(hop)) n++
+  return n
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
+
+/**
+ * Serves the wire protocol as the owner:
+ * `GET|HEAD {path}?q={absolute URL}` answers from this peer's cache or the origin and never
+ * forwards again; `DELETE {path}?q=...` drops the URL's stored responses (sent by a peer
+ * after an unsafe method succeeded).
+ */
+export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
+  const { path, counters } = endpoint
+  return function forwardcacheHandler (req, res, next) {
+    const raw = req.url ?? '/'
+    const qIndex = raw.indexOf('?')
+    const pathname = qIndex === -1 ? raw : raw.slice(0, qIndex)
+    if (pathname !== path) {
+      if (typeof next === 'function') return next()
+      return refuse(res, 404, 'not-found', `not found: forwardcache answers on ${path}`)
+    }
+    try {
+      const method = req.method ?? ''
+      if (method !== 'GET' && method !== 'HEAD' && method !== 'DELETE') {
+        return refuse(res, 405, 'method', `method ${method} not allowed: forwardcache peers exchange GET and HEAD`, { allow: 'GET, HEAD, DELETE' })
+      }
+      if (endpoint.isClosed()) {
+        return refuse(res, 503, 'closing', 'this peer is shutting down', { 'retry-after': '1' })
+      }
+      const target = new URLSearchParams(qIndex === -1 ? '' : raw.slice(qIndex + 1)).get('q')
+      if (target === null || target === '') return refuse(res, 400, 'missing-q', 'missing query parameter q (the absolute origin URL)')
+      let url: URL
+      try {
+        url = normaliseOriginUrl(target)
+      } catch (err) {
+        return refuse(res, 400, 'bad-q', `bad q: ${(err as Error).message}`)
+      }
+      const headers = endToEndRequestHeaders(normaliseRequestHeaders(req.headers))
+      // One hop, always: a request that has already been through two forwardcache hops is
+      // going round in circles (an origin URL that points back into the cluster).
+      if (forwardcacheHops(headers.via) >= 2) return refuse(res, 508, 'loop', 'loop detected: this request already went through forwardcache twice')
+      if (method === 'DELETE') {
+        endpoint.invalidate(url)
+        res.writeHead(204)
+        res.end()
+        return
+      }
+      const contentLength = headers['content-length']
+      if ((contentLength !== undefined && contentLength !== '0') || req.headers['transfer-encoding'] !== undefined) {
+        return refuse(res, 400, 'body', `${method} requests cannot have a body`)
+      }
+      delete headers['content-length']
+      counters.add('servedForPeers')
+      const ctl = new CallerController()
+      const done = endpoint.track(ctl)
+      const sink = new ServerResponseSink(res, done)
+      res.on('close', () => {
+        if (!res.writableFinished) ctl.abort(new errors.RequestAbortedError())
+      })
+      sink.onRequestStart(ctl)
+      endpoint.serve({
+        method,
+        url,
+        key: url.href,
+        headers,
+        directives: parseCacheControl(headers['cache-control'])
+      }, sink, ctl)
+    } catch (err) {
+      // Invalid header names or values from the caller, and anything unforeseen: an answer,
+      // never a crash.
+      if (!res.headersSent) refuse(res, 400, 'bad-request', (err as Error).message)
+      else res.destroy(err as Error)
+    }
+  }
+}
+
+/** Writes a response into a node:http ServerResponse, with backpressure both ways. */
+class ServerResponseSink implements CallerHandler {
+  readonly legacy = false
+  readonly #res: ServerResponse
+  readonly #onDone: () => void
+  #controller: Controller | null = null
+  #done = false
+  readonly #resume = (): void => { this.#controller?.resume() }
+
+  constructor (res: ServerResponse, onDone: () => void) {
+    this.#res = res
+    this.#onDone = onDone
+  }
+
+  onRequestStart (controller: Controller): void {
+    this.#controller = controller
+  }
+
+  onResponseStart (_controller: Controller, status: number, headers: ResponseHeaders, statusMessage?: string): void {
+    const res = this.#res
+    if (statusMessage !== undefined && statusMessage !== '') res.writeHead(status, statusMessage, headers)
+    else res.writeHead(status, headers)
+  }
+
+  startRaw (): void {
+    throw new Error('startRaw is for legacy handlers')
+  }
+
+  onResponseData (controller: Controller, chunk: Buffer): void {
+    if (!this.#res.write(chunk)) {
+      controller.pause()
+      this.#res.once('drain', this.#resume)
+    }
+  }
+
+  onResponseEnd (): void {
+    if (this.#done) return
+    this.#done = true
+    this.#onDone()
+    this.#res.end()
+  }
+
+  onResponseError (_controller: Controller, err: Error): void {
+    if (this.#done) return
+    this.#done = true
+    this.#onDone()
+    const res = this.#res
+    if (res.headersSent || res.destroyed) {
+      // The caller already has a status line: cutting the connection is the only way to
+      // say the body is incomplete, and the forwarding peer turns that into an error.
+      res.destroy(err)
+      return
+    }
+    const code = (err as { code?: string }).code ?? ''
+    if (TIMEOUT_CODES.has(code)) refuse(res, 504, 'origin-timeout', `origin timed out: ${err.message}`)
+    else if (code === 'UND_ERR_ABORTED') res.destroy()
+    else refuse(res, 502, 'origin-unreachable', `origin failed: ${err.message}`)
+  }
+}

@@ -1,0 +1,14 @@
+export { Peer } from './peer.js'
+export { Client } from './client.js'
+export type { PeerOptions, ClientOptions, RouterOptions } from './options.js'
+export type { PeerStats, HostStats } from './stats.js'
+export type { NodeHandler } from './http-handler.js'
+export type { HashFunction } from './ring.js'
+export {
+  InvalidArgumentError,
+  ClientClosedError,
+  ClientDestroyedError,
+  PeerProtocolError,
+  TruncatedBodyError,
+  NotCachedError
+} from './errors.js'

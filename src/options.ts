@@ -1,0 +1,168 @@
+import type { Dispatcher } from 'undici'
+import { InvalidArgumentError } from './errors.js'
+import type { HashFunction } from './ring.js'
+import { normalisePeerUrl } from './url.js'
+
+/** Options shared by Peer and Client. */
+export interface RouterOptions {
+  /**
+   * Base URLs of every peer in the pool (for a Peer, itself included). Order does not matter;
+   * spellings are normalised (scheme and host case, default port, trailing slash).
+   */
+  peers?: readonly string[]
+  /**
+   * Where each peer's `handler()` answers, appended to the peer's base URL.
+   * @default '/proxy'
+   */
+  path?: string
+  /**
+   * Virtual nodes per peer on the hash ring. More spreads keys more evenly, at a little memory.
+   * @default 160
+   */
+  vnodes?: number
+  /**
+   * How this instance reaches origins. Never the global dispatcher, which may be this very
+   * instance.
+   * @default a new undici Agent with the origin timeouts below
+   */
+  origin?: Dispatcher
+  /**
+   * Milliseconds to wait for a TCP (and TLS) connection to a peer before giving up on it and
+   * fetching from the origin directly.
+   * @default 1000
+   */
+  peerConnectTimeout?: number
+  /**
+   * Milliseconds to wait for an owner peer's response headers before fetching from the origin
+   * directly. It covers the owner's own origin fetch, so keep it above the origins' latency.
+   * @default 10000
+   */
+  peerTimeout?: number
+  /**
+   * Milliseconds of silence allowed between body chunks, from a peer or an origin.
+   * @default 30000
+   */
+  bodyTimeout?: number
+  /**
+   * Milliseconds to wait for a connection to an origin (used by the default `origin` Agent).
+   * @default 5000
+   */
+  originConnectTimeout?: number
+  /**
+   * Milliseconds to wait for an origin's response headers.
+   * @default 30000
+   */
+  originTimeout?: number
+  /**
+   * The ring's hash, for tests that need owners they can work out by hand.
+   * @default xxHash32 (xxhash-wasm)
+   */
+  hash?: HashFunction
+}
+
+/** Options of a Peer. */
+export interface PeerOptions extends RouterOptions {
+  /** This peer's base URL as the other peers reach it. Required. */
+  self: string
+  /**
+   * Total bytes of responses this peer keeps (bodies, headers and bookkeeping).
+   * @default 134217728 (128 MiB)
+   */
+  maxSize?: number
+  /**
+   * Bytes one origin host may use, so that one busy host cannot flush the others.
+   * @default maxSize
+   */
+  maxHostSize?: number
+  /**
+   * Bytes one response may use; larger ones stream through uncached.
+   * @default min(16 MiB, maxHostSize)
+   */
+  maxEntrySize?: number
+  /**
+   * The clock, in milliseconds since the epoch, for freshness and age. Injected by tests.
+   * @default Date.now
+   */
+  now?: () => number
+}
+
+/** Options of a Client: the pool is required, there is no self and no cache. */
+export interface ClientOptions extends RouterOptions {
+  peers: readonly string[]
+}
+
+export interface ResolvedRouterOptions {
+  peers: string[]
+  path: string
+  vnodes: number
+  origin: Dispatcher | undefined
+  peerConnectTimeout: number
+  peerTimeout: number
+  bodyTimeout: number
+  originConnectTimeout: number
+  originTimeout: number
+  hash: HashFunction | undefined
+}
+
+export interface ResolvedPeerOptions extends ResolvedRouterOptions {
+  self: string
+  maxSize: number
+  maxHostSize: number
+  maxEntrySize: number
+  now: () => number
+}
+
+function positiveInteger (opts: Record<string, unknown>, name: string, fallback: number): number {
+  const v = opts[name]
+  if (v === undefined) return fallback
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) {
+    throw new InvalidArgumentError(`expected opts.${name} to be a positive integer`)
+  }
+  return v
+}
+
+export function resolvePeerList (peers: unknown, what = 'opts.peers'): string[] {
+  if (!Array.isArray(peers)) throw new InvalidArgumentError(`expected ${what} to be an array of URLs`)
+  return [...new Set(peers.map((p, i) => normalisePeerUrl(p as string, `${what}[${i}]`)))]
+}
+
+export function resolveRouterOptions (opts: RouterOptions, defaultPeers: string[]): ResolvedRouterOptions {
+  if (opts === null || typeof opts !== 'object') throw new InvalidArgumentError('expected opts to be an object')
+  const o = opts as Record<string, unknown>
+  const path = opts.path ?? '/proxy'
+  if (typeof path !== 'string' || !path.startsWith('/') || /[?#\s]/.test(path)) {
+    throw new InvalidArgumentError('expected opts.path to be a path starting with "/" and without query or fragment')
+  }
+  if (opts.origin !== undefined && (opts.origin === null || typeof (opts.origin as Dispatcher).dispatch !== 'function')) {
+    throw new InvalidArgumentError('expected opts.origin to be an undici Dispatcher')
+  }
+  if (opts.hash !== undefined && typeof opts.hash !== 'function') {
+    throw new InvalidArgumentError('expected opts.hash to be a function')
+  }
+  return {
+    peers: opts.peers === undefined ? defaultPeers : resolvePeerList(opts.peers),
+    path: path.length > 1 ? path.replace(/\/+$/, '') : path,
+    vnodes: positiveInteger(o, 'vnodes', 160),
+    origin: opts.origin,
+    peerConnectTimeout: positiveInteger(o, 'peerConnectTimeout', 1000),
+    peerTimeout: positiveInteger(o, 'peerTimeout', 10_000),
+    bodyTimeout: positiveInteger(o, 'bodyTimeout', 30_000),
+    originConnectTimeout: positiveInteger(o, 'originConnectTimeout', 5000),
+    originTimeout: positiveInteger(o, 'originTimeout', 30_000),
+    hash: opts.hash
+  }
+}
+
+export function resolvePeerOptions (opts: PeerOptions): ResolvedPeerOptions {
+  if (opts === null || typeof opts !== 'object') throw new InvalidArgumentError('expected opts to be an object')
+  const self = normalisePeerUrl(opts.self, 'opts.self')
+  const base = resolveRouterOptions(opts, [self])
+  const o = opts as unknown as Record<string, unknown>
+  const maxSize = positiveInteger(o, 'maxSize', 128 * 1024 * 1024)
+  const maxHostSize = positiveInteger(o, 'maxHostSize', maxSize)
+  const maxEntrySize = positiveInteger(o, 'maxEntrySize', Math.min(16 * 1024 * 1024, maxHostSize))
+  if (maxHostSize > maxSize) throw new InvalidArgumentError('expected opts.maxHostSize to be at most opts.maxSize')
+  if (maxEntrySize > maxHostSize) throw new InvalidArgumentError('expected opts.maxEntrySize to be at most opts.maxHostSize')
+  if (opts.now !== undefined && typeof opts.now !== 'function') throw new InvalidArgumentError('expected opts.now to be a function')
+  return { ...base, self, maxSize, maxHostSize, maxEntrySize, now: opts.now ?? Date.now }
+}

@@ -1,0 +1,99 @@
+import { LocalCache, type CacheRequest } from './cache/local-cache.js'
+import { Store } from './cache/store.js'
+import type { CallerHandler } from './dispatch/compat.js'
+import type { CallerController } from './dispatch/controller.js'
+import { createHandler, type NodeHandler } from './http-handler.js'
+import { resolvePeerOptions, type PeerOptions, type ResolvedPeerOptions } from './options.js'
+import { Router } from './router.js'
+import type { PeerStats } from './stats.js'
+
+/**
+ * A member of the cluster: an undici Dispatcher that serves the URLs it owns from its own
+ * RFC 9111 shared cache and forwards the others to their owners, plus the HTTP handler the
+ * other members reach it on.
+ */
+export class Peer extends Router {
+  readonly #opts: ResolvedPeerOptions
+  readonly #store: Store
+  readonly #cache: LocalCache
+  #warnedSelf = false
+
+  constructor (opts: PeerOptions) {
+    const resolved = resolvePeerOptions(opts)
+    super(resolved)
+    this.#opts = resolved
+    this.#store = new Store(resolved)
+    this.#cache = new LocalCache({
+      store: this.#store,
+      origin: this.originDispatcher,
+      counters: this.counters,
+      now: resolved.now,
+      maxEntrySize: resolved.maxEntrySize,
+      originTimeout: resolved.originTimeout,
+      bodyTimeout: resolved.bodyTimeout
+    })
+    this.onPeersChanged(resolved.peers)
+  }
+
+  /** This peer's base URL, normalised. */
+  get self (): string {
+    return this.#opts.self
+  }
+
+  protected override onPeersChanged (peers: readonly string[]): void {
+    if (!peers.includes(this.#opts.self) && !this.#warnedSelf) {
+      this.#warnedSelf = true
+      process.emitWarning(
+        `forwardcache: the pool does not contain this peer (${this.#opts.self}); it will own no keys and forward every request`,
+        { code: 'FORWARDCACHE_SELF_NOT_IN_POOL' }
+      )
+    }
+  }
+
+  protected override isSelf (owner: string): boolean {
+    return owner === this.#opts.self
+  }
+
+  protected override serveOwned (req: CacheRequest, sink: CallerHandler, ctl: CallerController): void {
+    this.#cache.serve(req, sink, ctl)
+  }
+
+  protected override invalidateOwned (url: URL): void {
+    this.#cache.invalidate(url)
+  }
+
+  /**
+   * The endpoint other peers forward to: `(req, res, next?)` for node:http, Express, Connect
+   * or Fastify's middie. Requests outside `path` go to `next()`, or get 404 without it.
+   */
+  handler (): NodeHandler {
+    return createHandler({
+      path: this.options.path,
+      counters: this.counters,
+      isClosed: () => this.closed,
+      track: (ctl) => this.track(ctl),
+      serve: (req, sink, ctl) => this.#cache.serve(req, sink, ctl),
+      invalidate: (url) => this.#cache.invalidate(url)
+    })
+  }
+
+  /** Plain counters: totals since creation, plus the cache's current size. */
+  stats (): PeerStats {
+    const c = this.#store.counters()
+    const perHost: PeerStats['perHost'] = {}
+    const hostBytes = this.#store.hostBytes()
+    for (const [host, row] of this.counters.hosts) perHost[host] = { ...row, bytes: hostBytes[host] ?? 0 }
+    return {
+      ...this.counters.values,
+      cacheBytes: c.bytes,
+      cacheEntries: c.entries,
+      evictions: c.evictions,
+      hosts: c.hosts,
+      perHost
+    }
+  }
+
+  protected override onDestroyed (): void {
+    this.#store.clear()
+  }
+}

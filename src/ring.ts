@@ -1,0 +1,78 @@
+/**
+ * A consistent-hash ring with virtual nodes, in the manner of groupcache's consistenthash.
+ *
+ * Pure: it knows nothing of HTTP. The ring is rebuilt whole on every pool change and never
+ * mutated afterwards, so a lookup never sees half a pool.
+ */
+
+/** Maps a string to an unsigned 32-bit integer. */
+export type HashFunction = (input: string) => number
+
+export class Ring {
+  readonly #hash: HashFunction
+  readonly #members: readonly string[]
+  readonly #points: Uint32Array
+  readonly #owners: Uint32Array
+
+  /**
+   * @param members the peer identities; order does not matter, duplicates are ignored.
+   * @param vnodes points per member on the ring.
+   * @param hash a 32-bit hash; injected so tests can place points by hand.
+   */
+  constructor (members: Iterable<string>, vnodes: number, hash: HashFunction) {
+    this.#hash = hash
+    // Sorting first makes the ring a function of the set, not of the order it was given in,
+    // including how hash collisions between two members are broken.
+    const sorted = [...new Set(members)].sort()
+    this.#members = sorted
+    const count = sorted.length * vnodes
+    const pairs: Array<[number, number]> = new Array(count)
+    let n = 0
+    for (let m = 0; m < sorted.length; m++) {
+      const member = sorted[m] as string
+      for (let v = 0; v < vnodes; v++) {
+        // groupcache's scheme: the replica index, then the member name.
+        pairs[n++] = [hash(`${v}${member}`) >>> 0, m]
+      }
+    }
+    pairs.sort((a, b) => a[0] - b[0] || a[1] - b[1])
+    this.#points = new Uint32Array(count)
+    this.#owners = new Uint32Array(count)
+    for (let i = 0; i < count; i++) {
+      const pair = pairs[i] as [number, number]
+      this.#points[i] = pair[0]
+      this.#owners[i] = pair[1]
+    }
+  }
+
+  /** The members, sorted. */
+  get members (): readonly string[] {
+    return this.#members
+  }
+
+  get size (): number {
+    return this.#members.length
+  }
+
+  /** The member owning `key`, or undefined when the ring is empty. */
+  get (key: string): string | undefined {
+    return this.getByHash(this.#hash(key) >>> 0)
+  }
+
+  /** The member owning a key whose hash is already known. */
+  getByHash (h: number): string | undefined {
+    const points = this.#points
+    const n = points.length
+    if (n === 0) return undefined
+    // First point clockwise from h (lower bound), wrapping to the start of the ring.
+    let lo = 0
+    let hi = n
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if ((points[mid] as number) < h) lo = mid + 1
+      else hi = mid
+    }
+    if (lo === n) lo = 0
+    return this.#members[this.#owners[lo] as number]
+  }
+}

@@ -1,0 +1,340 @@
+import { Agent, Dispatcher } from 'undici'
+import type { CacheRequest } from './cache/local-cache.js'
+import { CACHE_NAME } from './cache/local-cache.js'
+import { parseCacheControl } from './cache/policy.js'
+import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
+import { CallerController } from './dispatch/controller.js'
+import { ClientClosedError, ClientDestroyedError, InvalidArgumentError } from './errors.js'
+import { ForwardHandler, PassThroughHandler } from './forward.js'
+import { loadedHash, loadHash } from './hash.js'
+import { endToEndRequestHeaders, headerString, normaliseRequestHeaders, type RequestHeaders, type ResponseHeaders } from './headers.js'
+import { resolvePeerList, type ResolvedRouterOptions } from './options.js'
+import { PeerPools } from './pool.js'
+import { Ring, type HashFunction } from './ring.js'
+import { Counters } from './stats.js'
+import { normaliseOriginUrl } from './url.js'
+
+type Handler = Dispatcher.DispatchHandler
+type DispatchOptions = Dispatcher.DispatchOptions
+
+// RFC 9110 section 9.2.1: methods that are safe never invalidate (RFC 9111 section 4.4).
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
+
+const VIA = '1.1 forwardcache'
+
+export function addVia (headers: RequestHeaders): RequestHeaders {
+  headers.via = headers.via === undefined ? VIA : `${headers.via}, ${VIA}`
+  return headers
+}
+
+function hasBody (body: unknown): boolean {
+  if (body === undefined || body === null) return false
+  if (typeof body === 'string') return body.length > 0
+  if (body instanceof Uint8Array) return body.byteLength > 0
+  return true
+}
+
+/**
+ * What Peer and Client share: a Dispatcher that routes each GET/HEAD to the URL's owner on a
+ * consistent-hash ring and sends everything else to the origin. Subclasses decide what
+ * "owned by me" means: a Client owns nothing, a Peer serves its keys from its own cache.
+ */
+export abstract class Router extends Dispatcher {
+  protected readonly options: ResolvedRouterOptions
+  protected readonly counters = new Counters()
+  protected readonly originDispatcher: Dispatcher
+  readonly #ownsOrigin: boolean
+  readonly #pools: PeerPools
+  #peers: string[]
+  #ring: Ring | undefined
+  #hash: HashFunction | undefined
+  #closed = false
+  #destroyed = false
+  readonly #inFlight = new Set<CallerController>()
+  #idle: Array<() => void> = []
+
+  /** Resolves once the ring's hash is loaded; dispatches made before then wait for it. */
+  readonly ready: Promise<void>
+
+  constructor (options: ResolvedRouterOptions) {
+    super()
+    this.options = options
+    this.#peers = options.peers
+    this.#ownsOrigin = options.origin === undefined
+    this.originDispatcher = options.origin ?? new Agent({
+      connect: { timeout: options.originConnectTimeout },
+      headersTimeout: options.originTimeout,
+      bodyTimeout: options.bodyTimeout
+    })
+    this.#pools = new PeerPools({
+      connectTimeout: options.peerConnectTimeout,
+      headersTimeout: options.peerTimeout,
+      bodyTimeout: options.bodyTimeout
+    })
+    this.#hash = options.hash ?? loadedHash()
+    if (this.#hash !== undefined) {
+      this.#ring = new Ring(this.#peers, options.vnodes, this.#hash)
+      this.ready = Promise.resolve()
+    } else {
+      this.ready = loadHash().then((hash) => {
+        this.#hash = hash
+        this.#ring = new Ring(this.#peers, options.vnodes, hash)
+      })
+    }
+  }
+
+  /** The pool, normalised and sorted. */
+  get peers (): readonly string[] {
+    return this.#ring?.members ?? [...this.#peers].sort()
+  }
+
+  /**
+   * Replaces the pool. The new ring is built whole and swapped in one assignment, so every
+   * request is routed by either the old pool or the new one, never a mix.
+   */
+  setPeers (peers: readonly string[]): void {
+    const list = resolvePeerList(peers, 'peers')
+    this.onPeersChanged(list)
+    this.#peers = list
+    if (this.#hash !== undefined) this.#ring = new Ring(list, this.options.vnodes, this.#hash)
+    this.#pools.retain(new Set(list))
+  }
+
+  /** Hook for subclasses to check a new pool before it is used. */
+  protected onPeersChanged (_peers: readonly string[]): void {}
+
+  /** The base URL of the peer that owns `url`. Throws until `ready` has resolved. */
+  ownerOf (url: string | URL): string | undefined {
+    const ring = this.#ring
+    if (ring === undefined) throw new Error('the hash is still loading: await peer.ready before calling ownerOf()')
+    return ring.get(normaliseOriginUrl(url).href)
+  }
+
+  /** True when this instance serves `owner`'s keys itself. */
+  protected abstract isSelf (owner: string): boolean
+
+  /** Serves a GET/HEAD whose owner is this instance (or that no peer owns). */
+  protected abstract serveOwned (req: CacheRequest, sink: CallerHandler, ctl: CallerController): void
+
+  /** Drops stored responses for a URL this instance owns. */
+  protected abstract invalidateOwned (url: URL): void
+
+  override dispatch (opts: DispatchOptions, handler: Handler): boolean {
+    if (handler === null || typeof handler !== 'object') throw new InvalidArgumentError('handler must be an object')
+    const ctl = new CallerController()
+    const sink = wrapCaller(handler, () => this.#finished(ctl))
+    try {
+      if (this.#destroyed) throw new ClientDestroyedError()
+      if (this.#closed) throw new ClientClosedError()
+      if (opts === null || typeof opts !== 'object') throw new InvalidArgumentError('opts must be an object')
+      if (typeof opts.path !== 'string' || !opts.path.startsWith('/')) throw new InvalidArgumentError('opts.path must start with "/"')
+      if (typeof opts.method !== 'string' || opts.method === '') throw new InvalidArgumentError('opts.method must be a string')
+      if (opts.origin === undefined || opts.origin === null) throw new InvalidArgumentError('opts.origin is required')
+      if (/[\r\n\0]/.test(opts.path)) throw new InvalidArgumentError('opts.path may not contain CR, LF or NUL')
+      const origin = typeof opts.origin === 'string' ? opts.origin : opts.origin.origin
+      let path = opts.path
+      if (opts.query !== undefined && opts.query !== null) {
+        const qs = new URLSearchParams(opts.query as Record<string, string>).toString()
+        if (qs !== '') path += (path.includes('?') ? '&' : '?') + qs
+      }
+      const url = normaliseOriginUrl(origin.replace(/\/+$/, '') + path)
+      const method = opts.method.toUpperCase()
+      const headers = endToEndRequestHeaders(normaliseRequestHeaders(opts.headers))
+      this.#inFlight.add(ctl)
+      sink.onRequestStart(ctl, {})
+      if (method === 'GET' || method === 'HEAD') {
+        if (hasBody(opts.body)) throw new InvalidArgumentError(`${method} requests cannot have a body`)
+        if (opts.upgrade !== undefined && opts.upgrade !== null && opts.upgrade !== false) {
+          throw new InvalidArgumentError('upgrade requests are not supported by forwardcache')
+        }
+        this.counters.add('requests')
+        const req: CacheRequest = {
+          method,
+          url,
+          key: url.href,
+          headers,
+          directives: parseCacheControl(headers['cache-control'])
+        }
+        // Credentials never travel between peers and never key a shared entry: such requests
+        // go straight to the origin from here.
+        if (headers.authorization !== undefined) {
+          this.direct(req, sink, ctl, 'authorization')
+        } else if (this.#ring === undefined) {
+          this.ready.then(() => this.#route(req, sink, ctl), (err: Error) => sink.onResponseError(ctl, err))
+        } else {
+          this.#route(req, sink, ctl)
+        }
+      } else {
+        this.#passThrough(opts, url, method, headers, sink, ctl)
+      }
+    } catch (err) {
+      sink.onResponseError(ctl, err as Error)
+      return false
+    }
+    return true
+  }
+
+  #route (req: CacheRequest, sink: CallerHandler, ctl: CallerController): void {
+    if (ctl.aborted) return sink.onResponseError(ctl, ctl.reason as Error)
+    const owner = (this.#ring as Ring).get(req.key)
+    if (owner === undefined || this.isSelf(owner)) {
+      this.serveOwned(req, sink, ctl)
+      return
+    }
+    this.counters.add('forwards')
+    const { pool, basePath } = this.#pools.get(owner)
+    const handler = new ForwardHandler(sink, ctl, () => {
+      this.counters.add('forwardErrors')
+      this.direct(req, sink, ctl, 'owner-unavailable')
+    })
+    try {
+      pool.dispatch({
+        path: `${basePath}${this.options.path}?q=${encodeURIComponent(req.key)}`,
+        method: req.method,
+        headers: addVia({ ...req.headers }),
+        headersTimeout: this.options.peerTimeout,
+        bodyTimeout: this.options.bodyTimeout
+      }, handler)
+    } catch (err) {
+      handler.onResponseError(null, err as Error)
+    }
+  }
+
+  /** Fetches from the origin without the cache, marking why in Cache-Status. */
+  protected direct (req: CacheRequest, sink: CallerHandler, ctl: CallerController, why: string): void {
+    this.counters.add('originFetches')
+    const handler = new PassThroughHandler(sink, ctl, { cacheStatus: `${CACHE_NAME}; fwd=bypass; detail=${why}` })
+    try {
+      this.originDispatcher.dispatch({
+        origin: req.url.origin,
+        path: req.url.pathname + req.url.search,
+        method: req.method,
+        headers: addVia({ ...req.headers }),
+        headersTimeout: this.options.originTimeout,
+        bodyTimeout: this.options.bodyTimeout
+      }, handler)
+    } catch (err) {
+      handler.onResponseError(null, err as Error)
+    }
+  }
+
+  #passThrough (opts: DispatchOptions, url: URL, method: string, headers: RequestHeaders, sink: CallerHandler, ctl: CallerController): void {
+    this.counters.add('passThrough')
+    this.counters.add('originFetches')
+    const unsafe = !SAFE_METHODS.has(method)
+    const handler = new PassThroughHandler(sink, ctl, {
+      cacheStatus: `${CACHE_NAME}; fwd=method`,
+      onStatus: (status, resHeaders) => {
+        // RFC 9111 section 4.4: a non-error response to an unsafe method invalidates the URL,
+        // and the Location and Content-Location URLs when they share its origin.
+        if (unsafe && status < 400) this.#invalidateAfterUnsafe(url, resHeaders)
+      }
+    })
+    const { query: _query, ...rest } = opts
+    try {
+      this.originDispatcher.dispatch({
+        ...rest,
+        origin: url.origin,
+        path: url.pathname + url.search,
+        headers: addVia(headers)
+      }, handler)
+    } catch (err) {
+      handler.onResponseError(null, err as Error)
+    }
+  }
+
+  #invalidateAfterUnsafe (url: URL, headers: ResponseHeaders): void {
+    const targets = [url]
+    for (const name of ['location', 'content-location']) {
+      const value = headerString(headers, name)
+      if (value === undefined) continue
+      try {
+        const other = normaliseOriginUrl(new URL(value, url))
+        if (other.origin === url.origin && other.href !== url.href) targets.push(other)
+      } catch {}
+    }
+    for (const target of targets) this.invalidate(target)
+  }
+
+  /** Drops a URL's stored responses on whichever peer owns it. */
+  protected invalidate (url: URL): void {
+    const owner = this.#ring?.get(url.href)
+    if (owner === undefined || this.isSelf(owner)) {
+      this.invalidateOwned(url)
+      return
+    }
+    const { pool, basePath } = this.#pools.get(owner)
+    pool.request({
+      path: `${basePath}${this.options.path}?q=${encodeURIComponent(url.href)}`,
+      method: 'DELETE',
+      headers: { via: VIA },
+      headersTimeout: this.options.peerTimeout
+    }).then((res) => res.body.dump(), () => {})
+  }
+
+  /** Registers a request served on handler() so close() waits for it too. */
+  protected track (ctl: CallerController): () => void {
+    this.#inFlight.add(ctl)
+    return () => this.#finished(ctl)
+  }
+
+  #finished (ctl: CallerController): void {
+    this.#inFlight.delete(ctl)
+    if (this.#inFlight.size === 0 && this.#idle.length > 0) {
+      const waiting = this.#idle
+      this.#idle = []
+      for (const resolve of waiting) resolve()
+    }
+  }
+
+  /** Requests in flight right now: for tests and stats. */
+  get inFlight (): number {
+    return this.#inFlight.size
+  }
+
+  get closed (): boolean { return this.#closed }
+  get destroyed (): boolean { return this.#destroyed }
+
+  /** Rejects new requests with ClientClosedError once called; resolves when in-flight ones end. */
+  override close (): Promise<void>
+  override close (callback: () => void): void
+  override close (callback?: () => void): Promise<void> | void {
+    const done = this.#close()
+    if (callback === undefined) return done
+    if (typeof callback !== 'function') throw new InvalidArgumentError('invalid callback')
+    done.then(() => callback(), () => callback())
+  }
+
+  async #close (): Promise<void> {
+    this.#closed = true
+    if (this.#inFlight.size > 0) await new Promise<void>((resolve) => this.#idle.push(resolve))
+    await this.#pools.close()
+    if (this.#ownsOrigin) await this.originDispatcher.close().catch(() => {})
+  }
+
+  /** Fails in-flight requests (with `err`, or ClientDestroyedError) and releases everything. */
+  override destroy (): Promise<void>
+  override destroy (err: Error | null): Promise<void>
+  override destroy (callback: () => void): void
+  override destroy (err: Error | null, callback: () => void): void
+  override destroy (errOrCallback?: Error | null | (() => void), callback?: () => void): Promise<void> | void {
+    let err: Error | null = null
+    if (typeof errOrCallback === 'function') callback = errOrCallback
+    else if (errOrCallback instanceof Error) err = errOrCallback
+    const done = this.#destroy(err ?? new ClientDestroyedError())
+    if (callback === undefined) return done
+    done.then(() => callback(), () => callback())
+  }
+
+  async #destroy (err: Error): Promise<void> {
+    this.#closed = true
+    this.#destroyed = true
+    for (const ctl of [...this.#inFlight]) ctl.abort(err)
+    await this.#pools.destroy(err)
+    if (this.#ownsOrigin) await this.originDispatcher.destroy(err).catch(() => {})
+    this.onDestroyed()
+  }
+
+  /** Hook for subclasses to release what they hold. */
+  protected onDestroyed (): void {}
+}

@@ -1,0 +1,89 @@
+/** Per-origin-host counters. */
+export interface HostStats {
+  requests: number
+  hits: number
+  misses: number
+  originFetches: number
+  bytes: number
+}
+
+/**
+ * Plain counters, in the manner of groupcache's Stats. All are totals since the peer was
+ * created, except the cache gauges (`cacheBytes`, `cacheEntries`, `hosts`).
+ */
+export interface PeerStats {
+  /** GET/HEAD requests dispatched through this peer by local callers. */
+  requests: number
+  /** Requests answered from this peer's cache without contacting the origin. */
+  localHits: number
+  /** Owned requests that found nothing usable stored. */
+  misses: number
+  /** Requests sent to the owning peer. */
+  forwards: number
+  /** Forwards that failed before a response started (each then fell back to the origin). */
+  forwardErrors: number
+  /** Requests received on handler() from other peers or clients. */
+  servedForPeers: number
+  /** Waits that joined an origin fetch already in flight for the same key. */
+  coalescedWaits: number
+  /** Requests sent to origins (full fetches, revalidations and non-GET/HEAD methods). */
+  originFetches: number
+  /** Conditional requests sent to validate a stored response. */
+  revalidations: number
+  /** Stale responses served (request max-stale). */
+  staleServed: number
+  /** Responses stored. */
+  stored: number
+  /** Stored URLs dropped after an unsafe method (RFC 9111 section 4.4). */
+  invalidations: number
+  /** Non-GET/HEAD requests passed straight to the origin. */
+  passThrough: number
+  cacheBytes: number
+  cacheEntries: number
+  evictions: number
+  hosts: number
+  perHost: Record<string, HostStats>
+}
+
+export type CounterName = Exclude<keyof PeerStats, 'perHost' | 'cacheBytes' | 'cacheEntries' | 'evictions' | 'hosts'>
+export type HostCounterName = Exclude<keyof HostStats, 'bytes'>
+
+// Bounds the per-host table: a peer asked for a million hosts must not keep a million rows.
+const MAX_HOST_ROWS = 1000
+
+export class Counters {
+  readonly values: Record<CounterName, number> = {
+    requests: 0,
+    localHits: 0,
+    misses: 0,
+    forwards: 0,
+    forwardErrors: 0,
+    servedForPeers: 0,
+    coalescedWaits: 0,
+    originFetches: 0,
+    revalidations: 0,
+    staleServed: 0,
+    stored: 0,
+    invalidations: 0,
+    passThrough: 0
+  }
+
+  readonly hosts = new Map<string, HostStats>()
+
+  add (name: CounterName, n = 1): void {
+    this.values[name] += n
+  }
+
+  addHost (host: string, name: HostCounterName): void {
+    let row = this.hosts.get(host)
+    if (row === undefined) {
+      if (this.hosts.size >= MAX_HOST_ROWS) {
+        const first = this.hosts.keys().next()
+        if (first.done !== true) this.hosts.delete(first.value)
+      }
+      row = { requests: 0, hits: 0, misses: 0, originFetches: 0, bytes: 0 }
+      this.hosts.set(host, row)
+    }
+    row[name]++
+  }
+}

@@ -1,0 +1,53 @@
+import { InvalidArgumentError } from './errors.js'
+
+/**
+ * The cache key and origin target of a request: the absolute URL, normalised the way WHATWG URL
+ * does it (scheme and host case, default port, dot segments, percent-encoding), without the
+ * fragment, which never reaches an origin.
+ */
+export function normaliseOriginUrl (input: string | URL): URL {
+  let url: URL
+  try {
+    url = typeof input === 'string' ? new URL(input) : new URL(input.href)
+  } catch {
+    throw new InvalidArgumentError(`invalid URL: ${String(input).slice(0, 200)}`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new InvalidArgumentError(`unsupported protocol ${url.protocol} (only http: and https: are cached)`)
+  }
+  if (url.username !== '' || url.password !== '') {
+    throw new InvalidArgumentError('URLs with userinfo are refused: credentials do not belong in a shared cache key')
+  }
+  url.hash = ''
+  return url
+}
+
+/** The key string for a normalised URL. */
+export function cacheKey (url: URL): string {
+  return url.href
+}
+
+/**
+ * A peer's base URL in one canonical spelling, so that `http://A:80/` and `http://a` are the
+ * same member of the ring on every peer: scheme and host lower case, default port dropped,
+ * no trailing slash, no query or fragment.
+ */
+export function normalisePeerUrl (input: string, what = 'peer URL'): string {
+  if (typeof input !== 'string' || input === '') {
+    throw new InvalidArgumentError(`expected ${what} to be a non-empty string`)
+  }
+  let url: URL
+  try {
+    url = new URL(input)
+  } catch {
+    throw new InvalidArgumentError(`expected ${what} to be an absolute URL, got ${JSON.stringify(input)}`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new InvalidArgumentError(`expected ${what} to use http: or https:, got ${url.protocol}`)
+  }
+  if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
+    throw new InvalidArgumentError(`expected ${what} to have no userinfo, query or fragment: ${JSON.stringify(input)}`)
+  }
+  const path = url.pathname.replace(/\/+$/, '')
+  return `${url.protocol}//${url.host}${path}`
+}
