@@ -17,9 +17,9 @@ export interface CountingOrigin {
 
 /**
  * Starts an origin on 127.0.0.1, port 0. Unrouted paths answer 200 with
- * `Cache-Control: max-age=300` and a body naming the path.
+ * `Cache-Control: max-age=300` and a body naming the path. `now` stamps Date from a test clock.
  */
-export async function startOrigin (fallback?: Route): Promise<CountingOrigin> {
+export async function startOrigin (fallback?: Route, now?: () => number): Promise<CountingOrigin> {
   const routes = new Map<string, Route>()
   const counts = new Map<string, number>()
   const log: CountingOrigin['log'] = []
@@ -29,6 +29,9 @@ export async function startOrigin (fallback?: Route): Promise<CountingOrigin> {
     total++
     counts.set(url, (counts.get(url) ?? 0) + 1)
     log.push({ method: req.method ?? '', url, headers: req.headers })
+    // With an injected clock, the origin's Date must come from the same clock, or every
+    // response would look old (RFC 9111 apparent_age) to a cache living in the future.
+    if (now !== undefined) res.setHeader('date', new Date(now()).toUTCString())
     const route = routes.get(url.split('?')[0] as string) ?? fallback
     if (route !== undefined) return route(req, res)
     const body = `body of ${url}`

@@ -1,0 +1,196 @@
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import net, { type AddressInfo } from 'node:net'
+import { after, before, describe, test } from 'node:test'
+import { Agent, request } from 'undici'
+import { Client, Peer } from '../src/index.js'
+import { startOrigin, type CountingOrigin } from './helpers/origin.js'
+
+let origin: CountingOrigin
+let peer: Peer
+let server: http.Server
+let base: string
+const agent = new Agent()
+
+async function listen (handler: http.RequestListener): Promise<{ server: http.Server, url: string }> {
+  const s = http.createServer(handler)
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
+  return { server: s, url: `http://127.0.0.1:${(s.address() as AddressInfo).port}` }
+}
+
+async function stop (s: http.Server): Promise<void> {
+  s.closeAllConnections()
+  await new Promise<void>((resolve) => s.close(() => resolve()))
+}
+
+async function call (path: string, init: { method?: string, headers?: Record<string, string>, body?: string } = {}) {
+  const res = await request(base + path, { method: init.method ?? 'GET', headers: init.headers ?? {}, body: init.body ?? null, dispatcher: agent })
+  return { status: res.statusCode, headers: res.headers, body: await res.body.text() }
+}
+
+const q = (url: string): string => `/proxy?q=${encodeURIComponent(url)}`
+
+before(async () => {
+  origin = await startOrigin()
+  const l = await listen(() => {})
+  server = l.server
+  base = l.url
+  peer = new Peer({ self: base, peers: [base] })
+  server.on('request', peer.handler())
+  await peer.ready
+})
+
+after(async () => {
+  await peer.close()
+  await stop(server)
+  await origin.close()
+  await agent.close()
+})
+
+describe('handler() as owner', () => {
+  test('serves the wire protocol from the origin, then from its cache', async () => {
+    const a = await call(q(origin.url + '/wire'))
+    const b = await call(q(origin.url + '/wire'))
+    assert.equal(a.status, 200)
+    assert.equal(a.body, 'body of /wire')
+    assert.equal(b.body, 'body of /wire')
+    assert.match(String(b.headers['cache-status']), /^forwardcache; hit/)
+    assert.equal(origin.count('/wire'), 1)
+    assert.equal(peer.stats().servedForPeers >= 2, true)
+  })
+
+  test('HEAD on the wire is answered from the stored GET', async () => {
+    await call(q(origin.url + '/wire-head'))
+    const head = await call(q(origin.url + '/wire-head'), { method: 'HEAD' })
+    assert.equal(head.status, 200)
+    assert.equal(head.body, '')
+    assert.equal(origin.count('/wire-head'), 1)
+  })
+
+  const refusals: Array<[string, string, { method?: string, headers?: Record<string, string>, body?: string }, number]> = [
+    ['a POST', q('http://127.0.0.1:9/x'), { method: 'POST', body: 'x' }, 405],
+    ['a PUT', q('http://127.0.0.1:9/x'), { method: 'PUT', body: 'x' }, 405],
+    ['a missing q', '/proxy', {}, 400],
+    ['an empty q', '/proxy?q=', {}, 400],
+    ['a q that is not a URL', '/proxy?q=not%20a%20url', {}, 400],
+    ['an ftp: q', q('ftp://127.0.0.1/x'), {}, 400],
+    ['a q with userinfo', q('http://u:p@127.0.0.1:9/x'), {}, 400],
+    ['a GET with a body', q('http://127.0.0.1:9/x'), { body: 'payload' }, 400],
+    ['a request that went through two forwardcache hops', q('http://127.0.0.1:9/x'), { headers: { via: '1.1 forwardcache, 1.1 forwardcache' } }, 508]
+  ]
+  for (const [name, path, init, status] of refusals) {
+    test(`refuses ${name} with ${status} and a reason, fetching nothing`, async () => {
+      const before = origin.count()
+      const res = await call(path, init)
+      assert.equal(res.status, status)
+      assert.ok(res.body.length > 0)
+      assert.ok(res.headers['forwardcache-error'] !== undefined)
+      assert.equal(origin.count(), before)
+      if (status === 405) assert.equal(res.headers.allow, 'GET, HEAD, DELETE')
+    })
+  }
+
+  test('refuses a Connection header that names Authorization (raw HTTP, as undici will not send it)', async () => {
+    const before = origin.count()
+    const { port } = server.address() as AddressInfo
+    const reply = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.end(`GET ${q(origin.url + '/x')} HTTP/1.1\r\nHost: a\r\nConnection: close, authorization\r\nAuthorization: Bearer t\r\n\r\n`)
+      })
+      let data = ''
+      socket.on('data', (chunk) => { data += chunk.toString('latin1') })
+      socket.on('end', () => resolve(data))
+      socket.on('error', reject)
+    })
+    assert.match(reply, /^HTTP\/1\.1 400 /)
+    assert.equal(origin.count(), before)
+  })
+
+  test('paths outside its mount path get 404 without next(), and next() with it', async () => {
+    assert.equal((await call('/elsewhere')).status, 404)
+    const handler = peer.handler()
+    const app = await listen((req, res) => handler(req, res, () => { res.end('the app') }))
+    try {
+      const res = await request(app.url + '/elsewhere', { dispatcher: agent })
+      assert.equal(await res.body.text(), 'the app')
+    } finally {
+      await stop(app.server)
+    }
+  })
+
+  test('an unreachable origin is a 502 marked as the owner\'s own error', async () => {
+    const dead = await listen(() => {})
+    const deadUrl = dead.url
+    await stop(dead.server)
+    const res = await call(q(deadUrl + '/gone'))
+    assert.equal(res.status, 502)
+    assert.equal(res.headers['forwardcache-error'], 'origin-unreachable')
+  })
+
+  test('DELETE drops the stored responses of a URL', async () => {
+    await call(q(origin.url + '/purge'))
+    const del = await call(q(origin.url + '/purge'), { method: 'DELETE' })
+    assert.equal(del.status, 204)
+    await call(q(origin.url + '/purge'))
+    assert.equal(origin.count('/purge'), 2)
+  })
+})
+
+describe('Client and fallbacks', () => {
+  test('a Client forwards to the owner and caches nothing itself', async () => {
+    const client = new Client({ peers: [base] })
+    try {
+      await client.ready
+      for (let i = 0; i < 3; i++) {
+        const res = await request(origin.url + '/via-client', { dispatcher: client })
+        assert.equal(await res.body.text(), 'body of /via-client')
+      }
+      assert.equal(origin.count('/via-client'), 1)
+      assert.equal(client.stats().forwards, 3)
+      assert.equal(client.ownerOf(origin.url + '/via-client'), base)
+    } finally {
+      await client.close()
+    }
+  })
+
+  test('when the owner is unreachable the request is served from the origin directly', async () => {
+    const dead = await listen(() => {})
+    const deadUrl = dead.url
+    await stop(dead.server)
+    const p = new Peer({ self: base, peers: [base, deadUrl] })
+    try {
+      await p.ready
+      let path = ''
+      for (let i = 0; path === ''; i++) if (p.ownerOf(`${origin.url}/fallback-${i}`) === deadUrl) path = `/fallback-${i}`
+      const res = await request(origin.url + path, { dispatcher: p })
+      assert.equal(res.statusCode, 200)
+      assert.equal(await res.body.text(), `body of ${path}`)
+      assert.match(String(res.headers['cache-status']), /fwd=bypass; detail=owner-unavailable/)
+      assert.equal(p.stats().forwardErrors, 1)
+      assert.equal(origin.count(path), 1)
+    } finally {
+      await p.close()
+    }
+  })
+
+  test('the pool is normalised: spelling and order do not change ownership', async () => {
+    const a = new Peer({ self: 'http://A.example:80/', peers: ['http://b.example', 'HTTP://a.example:80', 'http://c.example/'] })
+    const b = new Peer({ self: 'http://b.example', peers: ['http://c.example', 'http://b.example:80', 'http://a.example'] })
+    try {
+      await Promise.all([a.ready, b.ready])
+      assert.deepEqual(a.peers, ['http://a.example', 'http://b.example', 'http://c.example'])
+      for (let i = 0; i < 200; i++) assert.equal(a.ownerOf(`https://x.test/${i}`), b.ownerOf(`https://x.test/${i}`))
+    } finally {
+      await Promise.all([a.close(), b.close()])
+    }
+  })
+
+  test('bad options are refused with clear messages', () => {
+    assert.throws(() => new Peer({ self: 'not a url' }), /opts.self/)
+    assert.throws(() => new Peer({ self: 'http://a', vnodes: 0 }), /expected opts.vnodes to be a positive integer/)
+    assert.throws(() => new Peer({ self: 'http://a', maxSize: -1 }), /expected opts.maxSize to be a positive integer/)
+    assert.throws(() => new Peer({ self: 'http://a', peers: 'http://a' as unknown as string[] }), /expected opts.peers to be an array/)
+    assert.throws(() => new Peer({ self: 'http://a', path: 'proxy' }), /opts.path/)
+    assert.throws(() => new Client({} as unknown as { peers: string[] }), /opts.peers/)
+  })
+})
