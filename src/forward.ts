@@ -15,11 +15,17 @@ type Handler = Dispatcher.DispatchHandler
 export const ERROR_HEADER = 'forwardcache-error'
 
 export interface PassThroughHooks {
-  /** Runs when the response starts, with its status; for invalidation after unsafe methods. */
-  onStatus?: (status: number, headers: ResponseHeaders) => void
+  /**
+   * Runs when the response starts, with its status; for invalidation after unsafe methods.
+   * When it returns a promise, the caller sees the response only after it settles, so that
+   * a request the caller sends next cannot overtake the invalidation.
+   */
+  onStatus?: (status: number, headers: ResponseHeaders) => Promise<void> | void
   /** Cache-Status to add, when the response did not come from a cache that set one. */
   cacheStatus?: string
 }
+
+type Deferred = { kind: 'data', chunk: Buffer } | { kind: 'end', trailers: ResponseHeaders } | { kind: 'error', err: Error }
 
 /**
  * Streams an upstream response (an origin's or an owner peer's) to the caller unchanged but
@@ -29,6 +35,8 @@ export class PassThroughHandler implements Handler {
   protected readonly sink: CallerHandler
   protected readonly ctl: CallerController
   readonly #hooks: PassThroughHooks
+  // Events held back while onStatus's promise is pending.
+  #held: Deferred[] | null = null
 
   constructor (sink: CallerHandler, ctl: CallerController, hooks: PassThroughHooks = {}) {
     this.sink = sink
@@ -40,23 +48,43 @@ export class PassThroughHandler implements Handler {
     this.ctl.attach(controller)
   }
 
-  onResponseStart (_controller: Controller, status: number, headers: ResponseHeaders, statusText?: string): void {
+  onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusText?: string): void {
     const out = endToEndResponseHeaders(headers)
     if (this.#hooks.cacheStatus !== undefined && out['cache-status'] === undefined) out['cache-status'] = this.#hooks.cacheStatus
-    this.#hooks.onStatus?.(status, out)
-    this.sink.onResponseStart(this.ctl, status, out, statusText ?? '')
+    const pending = this.#hooks.onStatus?.(status, out)
+    if (pending === undefined) {
+      this.sink.onResponseStart(this.ctl, status, out, statusText ?? '')
+      return
+    }
+    this.#held = []
+    controller.pause()
+    const release = (): void => {
+      const held = this.#held ?? []
+      this.#held = null
+      this.sink.onResponseStart(this.ctl, status, out, statusText ?? '')
+      for (const e of held) {
+        if (e.kind === 'data') this.sink.onResponseData(this.ctl, e.chunk)
+        else if (e.kind === 'end') this.sink.onResponseEnd(this.ctl, e.trailers)
+        else this.sink.onResponseError(this.ctl, e.err)
+      }
+      if (!this.ctl.paused) controller.resume()
+    }
+    pending.then(release, release)
   }
 
   onResponseData (_controller: Controller, chunk: Buffer): void {
-    this.sink.onResponseData(this.ctl, chunk)
+    if (this.#held !== null) this.#held.push({ kind: 'data', chunk })
+    else this.sink.onResponseData(this.ctl, chunk)
   }
 
   onResponseEnd (_controller: Controller, trailers: ResponseHeaders): void {
-    this.sink.onResponseEnd(this.ctl, trailers)
+    if (this.#held !== null) this.#held.push({ kind: 'end', trailers })
+    else this.sink.onResponseEnd(this.ctl, trailers)
   }
 
   onResponseError (_controller: Controller | null, err: Error): void {
-    this.sink.onResponseError(this.ctl, err)
+    if (this.#held !== null) this.#held.push({ kind: 'error', err })
+    else this.sink.onResponseError(this.ctl, err)
   }
 }
 
@@ -67,13 +95,20 @@ export class PassThroughHandler implements Handler {
  * has started, nothing is retried and errors reach the caller.
  */
 export class ForwardHandler extends PassThroughHandler {
-  readonly #fallback: (err: Error) => void
+  readonly #fallback: (err: Error, peerFault: boolean) => void
+  readonly #onSuccess: () => void
   #started = false
   #failed = false
 
-  constructor (sink: CallerHandler, ctl: CallerController, fallback: (err: Error) => void) {
+  /**
+   * @param fallback serves the caller another way; `peerFault` says whether the owner itself
+   *   failed (unreachable, timed out, shutting down) rather than reporting an origin failure.
+   * @param onSuccess runs when the owner answered with a response of its origin's.
+   */
+  constructor (sink: CallerHandler, ctl: CallerController, fallback: (err: Error, peerFault: boolean) => void, onSuccess: () => void) {
     super(sink, ctl)
     this.#fallback = fallback
+    this.#onSuccess = onSuccess
   }
 
   override onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusText?: string): void {
@@ -81,11 +116,13 @@ export class ForwardHandler extends PassThroughHandler {
     if (ownerError !== undefined) {
       this.#failed = true
       // The small error body is not wanted; stop it and serve the caller another way.
-      controller.abort(new PeerProtocolError(`owner answered ${status}: ${ownerError}`))
-      this.#fallback(new PeerProtocolError(`owner answered ${status}: ${ownerError}`))
+      const err = new PeerProtocolError(`owner answered ${status}: ${ownerError}`)
+      controller.abort(err)
+      this.#fallback(err, ownerError === 'closing')
       return
     }
     this.#started = true
+    this.#onSuccess()
     super.onResponseStart(controller, status, headers, statusText)
   }
 
@@ -101,7 +138,7 @@ export class ForwardHandler extends PassThroughHandler {
     if (this.#failed) return
     if (!this.#started && !this.ctl.aborted) {
       this.#failed = true
-      this.#fallback(err)
+      this.#fallback(err, true)
       return
     }
     super.onResponseError(controller, err)

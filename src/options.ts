@@ -35,7 +35,7 @@ export interface RouterOptions {
   /**
    * Milliseconds to wait for an owner peer's response headers before fetching from the origin
    * directly. It covers the owner's own origin fetch, so keep it above the origins' latency.
-   * @default 10000
+   * @default 5000
    */
   peerTimeout?: number
   /**
@@ -53,6 +53,18 @@ export interface RouterOptions {
    * @default 30000
    */
   originTimeout?: number
+  /**
+   * Consecutive failures of the hop to a peer (refused, timed out, shutting down) after which
+   * that peer is taken out of routing until a probe finds it healthy again.
+   * @default 3
+   */
+  ejectAfter?: number
+  /**
+   * Milliseconds before the first probe of an ejected peer; doubles after every failed probe,
+   * up to 30 s.
+   * @default 1000
+   */
+  ejectBackoff?: number
   /**
    * The ring's hash, for tests that need owners they can work out by hand.
    * @default xxHash32 (xxhash-wasm)
@@ -102,6 +114,8 @@ export interface ResolvedRouterOptions {
   originConnectTimeout: number
   originTimeout: number
   hash: HashFunction | undefined
+  ejectAfter: number
+  ejectBackoff: number
 }
 
 export interface ResolvedPeerOptions extends ResolvedRouterOptions {
@@ -145,11 +159,13 @@ export function resolveRouterOptions (opts: RouterOptions, defaultPeers: string[
     vnodes: positiveInteger(o, 'vnodes', 160),
     origin: opts.origin,
     peerConnectTimeout: positiveInteger(o, 'peerConnectTimeout', 1000),
-    peerTimeout: positiveInteger(o, 'peerTimeout', 10_000),
+    peerTimeout: positiveInteger(o, 'peerTimeout', 5000),
     bodyTimeout: positiveInteger(o, 'bodyTimeout', 30_000),
     originConnectTimeout: positiveInteger(o, 'originConnectTimeout', 5000),
     originTimeout: positiveInteger(o, 'originTimeout', 30_000),
-    hash: opts.hash
+    hash: opts.hash,
+    ejectAfter: positiveInteger(o, 'ejectAfter', 3),
+    ejectBackoff: positiveInteger(o, 'ejectBackoff', 1000)
   }
 }
 

@@ -89,6 +89,7 @@ export class Peer extends Router {
       cacheEntries: c.entries,
       evictions: c.evictions,
       hosts: c.hosts,
+      flights: this.#cache.flights + this.forwardFlights,
       perHost
     }
   }

@@ -1,12 +1,14 @@
 import { Agent, Dispatcher } from 'undici'
 import type { CacheRequest } from './cache/local-cache.js'
-import { CACHE_NAME } from './cache/local-cache.js'
+import { CACHE_NAME, coalescable, shareable } from './cache/local-cache.js'
 import { parseCacheControl } from './cache/policy.js'
 import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
+import { Fanout } from './dispatch/fanout.js'
 import { ClientClosedError, ClientDestroyedError, InvalidArgumentError } from './errors.js'
-import { ForwardHandler, PassThroughHandler } from './forward.js'
+import { ERROR_HEADER, ForwardHandler, PassThroughHandler } from './forward.js'
 import { loadedHash, loadHash } from './hash.js'
+import { PeerHealth } from './health.js'
 import { endToEndRequestHeaders, headerString, normaliseRequestHeaders, type RequestHeaders, type ResponseHeaders } from './headers.js'
 import { resolvePeerList, type ResolvedRouterOptions } from './options.js'
 import { PeerPools } from './pool.js'
@@ -45,12 +47,15 @@ export abstract class Router extends Dispatcher {
   protected readonly originDispatcher: Dispatcher
   readonly #ownsOrigin: boolean
   readonly #pools: PeerPools
+  readonly #health: PeerHealth
   #peers: string[]
   #ring: Ring | undefined
   #hash: HashFunction | undefined
   #closed = false
   #destroyed = false
   readonly #inFlight = new Set<CallerController>()
+  // Forwards in flight, by method and URL, that later identical requests may still join.
+  readonly #forwards = new Map<string, Fanout>()
   #idle: Array<() => void> = []
 
   /** Resolves once the ring's hash is loaded; dispatches made before then wait for it. */
@@ -71,16 +76,56 @@ export abstract class Router extends Dispatcher {
       headersTimeout: options.peerTimeout,
       bodyTimeout: options.bodyTimeout
     })
+    this.#health = new PeerHealth({
+      ejectAfter: options.ejectAfter,
+      backoff: options.ejectBackoff,
+      maxBackoff: 30_000,
+      probe: (peer) => this.#probe(peer),
+      onChange: () => this.#rebuildRing()
+    })
     this.#hash = options.hash ?? loadedHash()
     if (this.#hash !== undefined) {
-      this.#ring = new Ring(this.#peers, options.vnodes, this.#hash)
+      this.#rebuildRing()
       this.ready = Promise.resolve()
     } else {
       this.ready = loadHash().then((hash) => {
         this.#hash = hash
-        this.#ring = new Ring(this.#peers, options.vnodes, hash)
+        this.#rebuildRing()
       })
     }
+  }
+
+  /**
+   * Routing uses the pool minus the peers ejected for failing; removing a member from a
+   * consistent-hash ring moves only that member's keys.
+   */
+  #rebuildRing (): void {
+    if (this.#hash === undefined) return
+    const ejected = this.#health.ejected()
+    const members = ejected.size === 0 ? this.#peers : this.#peers.filter((p) => !ejected.has(p) || this.isSelf(p))
+    this.#ring = new Ring(members, this.options.vnodes, this.#hash)
+  }
+
+  /** A peer is healthy when its handler answers like one (a 400 for a request without q). */
+  async #probe (peer: string): Promise<boolean> {
+    try {
+      const { pool, basePath } = this.#pools.get(peer)
+      const res = await pool.request({
+        path: `${basePath}${this.options.path}`,
+        method: 'GET',
+        headersTimeout: this.options.peerTimeout,
+        bodyTimeout: this.options.peerTimeout
+      })
+      await res.body.dump()
+      return res.headers[ERROR_HEADER] !== undefined && res.statusCode !== 503
+    } catch {
+      return false
+    }
+  }
+
+  /** Peers taken out of routing for failing, until a probe readmits them. */
+  get ejectedPeers (): string[] {
+    return [...this.#health.ejected()].sort()
   }
 
   /** The pool, normalised and sorted. */
@@ -96,8 +141,10 @@ export abstract class Router extends Dispatcher {
     const list = resolvePeerList(peers, 'peers')
     this.onPeersChanged(list)
     this.#peers = list
-    if (this.#hash !== undefined) this.#ring = new Ring(list, this.options.vnodes, this.#hash)
-    this.#pools.retain(new Set(list))
+    const keep = new Set(list)
+    this.#health.retain(keep)
+    this.#rebuildRing()
+    this.#pools.retain(keep)
   }
 
   /** Hook for subclasses to check a new pool before it is used. */
@@ -181,12 +228,35 @@ export abstract class Router extends Dispatcher {
       this.serveOwned(req, sink, ctl)
       return
     }
+    if (coalescable(req)) {
+      // At most one forward per key in flight from this peer: identical requests that arrive
+      // before its response starts share it.
+      const flightKey = `${req.method} ${req.key}`
+      const existing = this.#forwards.get(flightKey)
+      if (existing !== undefined && existing.join(sink, ctl, () => this.#forward(owner, req, sink, ctl), req.headers)) {
+        this.counters.add('coalescedWaits')
+        return
+      }
+      const fanout: Fanout = new Fanout(
+        (joiner, status, headers) => shareable(req, joiner as RequestHeaders, status, headers),
+        () => { if (this.#forwards.get(flightKey) === fanout) this.#forwards.delete(flightKey) }
+      )
+      fanout.join(sink, ctl, () => {}, req.headers, true)
+      this.#forwards.set(flightKey, fanout)
+      this.#forward(owner, req, fanout, fanout.ctl)
+      return
+    }
+    this.#forward(owner, req, sink, ctl)
+  }
+
+  #forward (owner: string, req: CacheRequest, sink: CallerHandler, ctl: CallerController): void {
     this.counters.add('forwards')
     const { pool, basePath } = this.#pools.get(owner)
-    const handler = new ForwardHandler(sink, ctl, () => {
+    const handler = new ForwardHandler(sink, ctl, (_err, peerFault) => {
       this.counters.add('forwardErrors')
+      if (peerFault) this.#health.failure(owner)
       this.direct(req, sink, ctl, 'owner-unavailable')
-    })
+    }, () => this.#health.success(owner))
     try {
       pool.dispatch({
         path: `${basePath}${this.options.path}?q=${encodeURIComponent(req.key)}`,
@@ -227,7 +297,7 @@ export abstract class Router extends Dispatcher {
       onStatus: (status, resHeaders) => {
         // RFC 9111 section 4.4: a non-error response to an unsafe method invalidates the URL,
         // and the Location and Content-Location URLs when they share its origin.
-        if (unsafe && status < 400) this.#invalidateAfterUnsafe(url, resHeaders)
+        if (unsafe && status < 400) return this.#invalidateAfterUnsafe(url, resHeaders)
       }
     })
     const { query: _query, ...rest } = opts
@@ -243,7 +313,7 @@ export abstract class Router extends Dispatcher {
     }
   }
 
-  #invalidateAfterUnsafe (url: URL, headers: ResponseHeaders): void {
+  #invalidateAfterUnsafe (url: URL, headers: ResponseHeaders): Promise<void> | undefined {
     const targets = [url]
     for (const name of ['location', 'content-location']) {
       const value = headerString(headers, name)
@@ -253,22 +323,32 @@ export abstract class Router extends Dispatcher {
         if (other.origin === url.origin && other.href !== url.href) targets.push(other)
       } catch {}
     }
-    for (const target of targets) this.invalidate(target)
+    const remote: Array<Promise<void>> = []
+    for (const target of targets) {
+      const done = this.invalidate(target)
+      if (done !== undefined) remote.push(done)
+    }
+    return remote.length === 0 ? undefined : Promise.all(remote).then(() => {})
   }
 
-  /** Drops a URL's stored responses on whichever peer owns it. */
-  protected invalidate (url: URL): void {
+  /**
+   * Drops a URL's stored responses on whichever peer owns it. For a remote owner, returns a
+   * promise that settles when the owner has answered (or failed to within peerTimeout); it
+   * never rejects.
+   */
+  protected invalidate (url: URL): Promise<void> | undefined {
     const owner = this.#ring?.get(url.href)
     if (owner === undefined || this.isSelf(owner)) {
       this.invalidateOwned(url)
-      return
+      return undefined
     }
     const { pool, basePath } = this.#pools.get(owner)
-    pool.request({
+    return pool.request({
       path: `${basePath}${this.options.path}?q=${encodeURIComponent(url.href)}`,
       method: 'DELETE',
       headers: { via: VIA },
-      headersTimeout: this.options.peerTimeout
+      headersTimeout: this.options.peerTimeout,
+      bodyTimeout: this.options.peerTimeout
     }).then((res) => res.body.dump(), () => {})
   }
 
@@ -292,6 +372,11 @@ export abstract class Router extends Dispatcher {
     return this.#inFlight.size
   }
 
+  /** Keys with a coalesced forward in flight from this peer. */
+  protected get forwardFlights (): number {
+    return this.#forwards.size
+  }
+
   get closed (): boolean { return this.#closed }
   get destroyed (): boolean { return this.#destroyed }
 
@@ -307,6 +392,7 @@ export abstract class Router extends Dispatcher {
 
   async #close (): Promise<void> {
     this.#closed = true
+    this.#health.close()
     if (this.#inFlight.size > 0) await new Promise<void>((resolve) => this.#idle.push(resolve))
     await this.#pools.close()
     if (this.#ownsOrigin) await this.originDispatcher.close().catch(() => {})
@@ -329,6 +415,7 @@ export abstract class Router extends Dispatcher {
   async #destroy (err: Error): Promise<void> {
     this.#closed = true
     this.#destroyed = true
+    this.#health.close()
     for (const ctl of [...this.#inFlight]) ctl.abort(err)
     await this.#pools.destroy(err)
     if (this.#ownsOrigin) await this.originDispatcher.destroy(err).catch(() => {})

@@ -42,10 +42,12 @@ export interface PeerStats {
   cacheEntries: number
   evictions: number
   hosts: number
+  /** Keys with an origin fetch or a forward in flight (coalescing table size): 0 when idle. */
+  flights: number
   perHost: Record<string, HostStats>
 }
 
-export type CounterName = Exclude<keyof PeerStats, 'perHost' | 'cacheBytes' | 'cacheEntries' | 'evictions' | 'hosts'>
+export type CounterName = Exclude<keyof PeerStats, 'perHost' | 'cacheBytes' | 'cacheEntries' | 'evictions' | 'hosts' | 'flights'>
 export type HostCounterName = Exclude<keyof HostStats, 'bytes'>
 
 // Bounds the per-host table: a peer asked for a million hosts must not keep a million rows.

@@ -1,12 +1,13 @@
 import type { Dispatcher } from 'undici'
 import type { CallerHandler } from '../dispatch/compat.js'
 import type { CallerController } from '../dispatch/controller.js'
+import { Fanout } from '../dispatch/fanout.js'
 import { TruncatedBodyError } from '../errors.js'
 import { endToEndResponseHeaders, headerString, toRawHeaders, type RequestHeaders, type ResponseHeaders } from '../headers.js'
 import type { Counters } from '../stats.js'
 import {
   computeFreshness, conditionalMatches, currentAge, decideReuse, decideStorage, hasValidator,
-  mergeNotModified, notModifiedMatches, varyMatches, type Directives
+  mergeNotModified, notModifiedMatches, staleIfErrorAllows, varyMatches, type Directives
 } from './policy.js'
 import { replay } from './replay.js'
 import { entrySize, type Store, type StoredResponse } from './store.js'
@@ -65,18 +66,57 @@ function hasConditional (headers: RequestHeaders): boolean {
 }
 
 /**
+ * May this request wait for, or share, another request's origin fetch? Not when it asks for
+ * something only it wants: a range, or an answer to its own preconditions.
+ */
+export function coalescable (req: CacheRequest): boolean {
+  const h = req.headers
+  return h.range === undefined && h['if-none-match'] === undefined && h['if-modified-since'] === undefined &&
+    h['if-match'] === undefined && h['if-unmodified-since'] === undefined && h['if-range'] === undefined
+}
+
+/**
+ * May a response fetched for `leader` be given to a request that joined it? Only one a
+ * shared cache could store and reuse for that request: not private, no Set-Cookie, and the
+ * same values for every field it varies on.
+ */
+export function shareable (leader: CacheRequest, joiner: RequestHeaders, status: number, headers: ResponseHeaders): boolean {
+  const decision = decideStorage('GET', leader.headers, status, headers)
+  if (!decision.store) return false
+  const f = computeFreshness(status, leader.headers, decision.headers, 0, 0)
+  return varyMatches(f, joiner)
+}
+
+/** An origin fetch in progress for one key, and who is waiting for it. */
+interface Flight {
+  /** Callers streaming the fill's response as it arrives (null for a validation). */
+  readonly fanout: Fanout | null
+  /** Callers that arrived too late to stream it: served again once it has settled. */
+  readonly after: Array<() => void>
+}
+
+/**
  * The owner's side of the cluster: serves a request from this peer's store, validating or
  * fetching from the origin as RFC 9111 requires, and records what may be stored.
  */
 export class LocalCache {
   readonly #o: LocalCacheOptions
+  readonly #flights = new Map<string, Flight>()
 
   constructor (options: LocalCacheOptions) {
     this.#o = options
   }
 
-  /** Serves one request into `sink`, whose controller is `ctl`. Never throws. */
-  serve (req: CacheRequest, sink: CallerHandler, ctl: CallerController): void {
+  /** Keys with an origin fetch in flight: 0 whenever the peer is idle. */
+  get flights (): number {
+    return this.#flights.size
+  }
+
+  /**
+   * Serves one request into `sink`, whose controller is `ctl`. Never throws. `mayJoin` is
+   * false for a request that already waited once, so it cannot wait forever.
+   */
+  serve (req: CacheRequest, sink: CallerHandler, ctl: CallerController, mayJoin = true): void {
     const { store, counters, now } = this.#o
     const host = req.url.host
     counters.addHost(host, 'requests')
@@ -100,21 +140,73 @@ export class LocalCache {
       }
       // RFC 9111 section 5.2.1.7
       if (req.directives.has('only-if-cached')) return this.#gatewayTimeout(sink, ctl)
+      if (mayJoin && this.#join(req, sink, ctl)) return
       if (hasValidator(selected.freshness)) {
         counters.add('revalidations')
-        this.#fetch(req, sink, ctl, selected, 'stale')
+        this.#lead(req, sink, ctl, selected, 'stale', selected)
         return
       }
       counters.add('misses')
       counters.addHost(host, 'misses')
-      this.#fetch(req, sink, ctl, undefined, 'stale')
+      this.#lead(req, sink, ctl, undefined, 'stale', selected)
       return
     }
 
     if (req.directives.has('only-if-cached')) return this.#gatewayTimeout(sink, ctl)
+    if (mayJoin && this.#join(req, sink, ctl)) return
     counters.add('misses')
     counters.addHost(host, 'misses')
-    this.#fetch(req, sink, ctl, undefined, 'uri-miss')
+    this.#lead(req, sink, ctl, undefined, 'uri-miss')
+  }
+
+  /** Joins the origin fetch in flight for this key, if there is one. */
+  #join (req: CacheRequest, sink: CallerHandler, ctl: CallerController): boolean {
+    if (!coalescable(req)) return false
+    const flight = this.#flights.get(req.key)
+    if (flight === undefined) return false
+    this.#o.counters.add('coalescedWaits')
+    const again = (): void => this.serve(req, sink, ctl, false)
+    if (req.method === 'GET' && flight.fanout !== null && flight.fanout.join(sink, ctl, again, req.headers)) return true
+    let waiting = true
+    flight.after.push(() => {
+      if (waiting) again()
+    })
+    ctl.attach({
+      pause () {},
+      resume () {},
+      abort (reason) {
+        waiting = false
+        sink.onResponseError(ctl, reason)
+      }
+    })
+    return true
+  }
+
+  /** Starts an origin fetch for this key that later requests can join. */
+  #lead (req: CacheRequest, sink: CallerHandler, ctl: CallerController, validating: StoredResponse | undefined, fwd: string,
+    stale?: StoredResponse): void {
+    if (!coalescable(req) || this.#flights.has(req.key)) {
+      this.#fetch(req, sink, ctl, validating, fwd, undefined, stale)
+      return
+    }
+    const key = req.key
+    let flight: Flight
+    const settled = (): void => {
+      if (this.#flights.get(key) !== flight) return
+      this.#flights.delete(key)
+      for (const resume of flight.after) resume()
+    }
+    if (validating === undefined && req.method === 'GET') {
+      const fanout = new Fanout((joiner, status, headers) => shareable(req, joiner as RequestHeaders, status, headers), () => {})
+      fanout.join(sink, ctl, () => {}, req.headers, true)
+      flight = { fanout, after: [] }
+      this.#flights.set(key, flight)
+      this.#fetch(req, fanout, fanout.ctl, validating, fwd, settled, stale)
+    } else {
+      flight = { fanout: null, after: [] }
+      this.#flights.set(key, flight)
+      this.#fetch(req, sink, ctl, validating, fwd, settled, stale)
+    }
   }
 
   /** Drops every stored variant of a URL (RFC 9111 section 4.4). */
@@ -155,7 +247,8 @@ export class LocalCache {
     }, [body])
   }
 
-  #fetch (req: CacheRequest, sink: CallerHandler, ctl: CallerController, validating: StoredResponse | undefined, fwd: string): void {
+  #fetch (req: CacheRequest, sink: CallerHandler, ctl: CallerController, validating: StoredResponse | undefined, fwd: string,
+    settled: () => void = () => {}, stale?: StoredResponse): void {
     const { origin, counters, originTimeout, bodyTimeout } = this.#o
     // A cache filling itself asks for the whole response; the caller's own conditionals are
     // answered from what comes back.
@@ -167,7 +260,7 @@ export class LocalCache {
     headers.via = headers.via === undefined ? '1.1 forwardcache' : `${headers.via}, 1.1 forwardcache`
     counters.add('originFetches')
     counters.addHost(req.url.host, 'originFetches')
-    const handler = new OriginResponseHandler(this, this.#o, req, sink, ctl, validating, fwd, this.#o.now())
+    const handler = new OriginResponseHandler(this, this.#o, req, sink, ctl, validating, fwd, this.#o.now(), settled, stale)
     try {
       origin.dispatch({
         origin: req.url.origin,
@@ -186,6 +279,17 @@ export class LocalCache {
   serveValidated (req: CacheRequest, stored: StoredResponse, sink: CallerHandler, ctl: CallerController): void {
     this.#serveStored(req, stored, sink, ctl, 'fwd-status=304', 'stale')
   }
+
+  /**
+   * Serves a stale stored response in place of a failed origin (RFC 5861 stale-if-error),
+   * when its directives allow it; returns false when they do not.
+   */
+  serveStaleOnError (req: CacheRequest, stale: StoredResponse | undefined, sink: CallerHandler, ctl: CallerController, status?: number): boolean {
+    if (stale === undefined || !staleIfErrorAllows(stale.freshness, req.directives, this.#o.now())) return false
+    this.#o.counters.add('staleServed')
+    this.#serveStored(req, stale, sink, ctl, `${status === undefined ? '' : `fwd-status=${status}; `}detail=stale-if-error`, 'stale')
+    return true
+  }
 }
 
 /**
@@ -202,8 +306,12 @@ class OriginResponseHandler implements Handler {
   readonly #validating: StoredResponse | undefined
   readonly #fwd: string
   readonly #requestTime: number
+  readonly #settled: () => void
+  readonly #stale: StoredResponse | undefined
 
   #status = 0
+  // The origin failed with a 5xx and a stale copy answers instead: swallow the 5xx's body.
+  #replacedByStale = false
   #statusText = ''
   #headers: ResponseHeaders = {}
   #record = false
@@ -215,7 +323,8 @@ class OriginResponseHandler implements Handler {
   #done = false
 
   constructor (cache: LocalCache, o: LocalCacheOptions, req: CacheRequest, sink: CallerHandler, ctl: CallerController,
-    validating: StoredResponse | undefined, fwd: string, requestTime: number) {
+    validating: StoredResponse | undefined, fwd: string, requestTime: number, settled: () => void,
+    stale: StoredResponse | undefined) {
     this.#cache = cache
     this.#o = o
     this.#req = req
@@ -224,6 +333,8 @@ class OriginResponseHandler implements Handler {
     this.#validating = validating
     this.#fwd = fwd
     this.#requestTime = requestTime
+    this.#settled = settled
+    this.#stale = stale
   }
 
   onRequestStart (controller: Controller): void {
@@ -240,6 +351,11 @@ class OriginResponseHandler implements Handler {
       // Handled at the end: the 304 has no body to pass on, and the refreshed stored response
       // is what the caller gets.
       this.#notModified = headers
+      return
+    }
+
+    if (status >= 500 && this.#stale !== undefined && staleIfErrorAllows(this.#stale.freshness, req.directives, this.#o.now())) {
+      this.#replacedByStale = true
       return
     }
 
@@ -274,7 +390,7 @@ class OriginResponseHandler implements Handler {
   }
 
   onResponseData (_controller: Controller, chunk: Buffer): void {
-    if (this.#notModified !== null) return
+    if (this.#notModified !== null || this.#replacedByStale) return
     if (this.#record) {
       this.#bytes += chunk.length
       if (this.#bytes > this.#o.maxEntrySize) {
@@ -293,11 +409,17 @@ class OriginResponseHandler implements Handler {
     this.#done = true
     const req = this.#req
     const { store, counters, now } = this.#o
+    if (this.#replacedByStale) {
+      this.#settled()
+      this.#cache.serveStaleOnError(req, this.#stale, this.#sink, this.#ctl, this.#status)
+      return
+    }
     if (this.#notModified !== null) {
       const old = this.#validating as StoredResponse
       if (!notModifiedMatches(old.freshness, this.#notModified)) {
         // The 304 is for some other representation; the caller still needs a whole response.
         store.delete(req.url.host, req.key)
+        this.#settled()
         this.#sink.onResponseError(this.#ctl, new Error('origin answered 304 for a representation that is not stored'))
         return
       }
@@ -312,12 +434,14 @@ class OriginResponseHandler implements Handler {
         size: entrySize(req.key, headers, old.bodyLength)
       }
       store.put(req.url.host, req.key, refreshed, old)
+      this.#settled()
       this.#cache.serveValidated(req, refreshed, this.#sink, this.#ctl)
       return
     }
     if (this.#record) {
       if (this.#expected >= 0 && this.#bytes !== this.#expected) {
         // undici itself rejects a short body; this guards any other origin dispatcher.
+        this.#settled()
         this.#sink.onResponseError(this.#ctl, new TruncatedBodyError(this.#expected, this.#bytes))
         return
       }
@@ -336,6 +460,7 @@ class OriginResponseHandler implements Handler {
       }
       if (store.put(req.url.host, req.key, stored, this.#validating)) counters.add('stored')
     }
+    this.#settled()
     this.#sink.onResponseEnd(this.#ctl, trailers)
   }
 
@@ -344,6 +469,9 @@ class OriginResponseHandler implements Handler {
     this.#done = true
     this.#record = false
     this.#chunks = []
+    this.#settled()
+    // No response reached the caller yet: a stale copy may stand in (RFC 5861).
+    if (this.#status === 0 && !this.#ctl.aborted && this.#cache.serveStaleOnError(this.#req, this.#stale, this.#sink, this.#ctl)) return
     this.#sink.onResponseError(this.#ctl, err)
   }
 }

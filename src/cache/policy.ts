@@ -286,6 +286,19 @@ export function decideReuse (f: Freshness, requestDirectives: Directives, reques
   return { action: 'validate' }
 }
 
+/**
+ * RFC 5861 section 4: may this stale response stand in for an origin that failed (a 5xx or
+ * no answer)? The response's stale-if-error or the request's, whichever is larger, bounds the
+ * staleness; the RFC 9111 section 4.2.4 prohibitions still apply.
+ */
+export function staleIfErrorAllows (f: Freshness, requestDirectives: Directives, now: number): boolean {
+  const cc = f.directives
+  if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage') || cc.has('no-cache')) return false
+  const limit = Math.max(parseDeltaSeconds(cc.get('stale-if-error')) ?? -1, parseDeltaSeconds(requestDirectives.get('stale-if-error')) ?? -1)
+  if (limit < 0) return false
+  return currentAge(f, now) - f.lifetime <= limit
+}
+
 /** Can the stored response be validated at all (section 4.3.1)? */
 export function hasValidator (f: Freshness): boolean {
   return f.etag !== undefined || f.lastModified !== undefined
