@@ -14,6 +14,13 @@ type Handler = Dispatcher.DispatchHandler
  */
 export const ERROR_HEADER = 'forwardcache-error'
 
+// Owner errors after which the caller is better served by the origin directly. The others
+// (a refused origin, a loop, a malformed request) are answers: falling back would go around
+// the owner's policy, so they reach the caller as they are.
+const FALL_BACK_ON = new Set(['origin-unreachable', 'origin-timeout', 'closing', 'unauthorized', 'overloaded'])
+// Of those, the ones that say the owner itself is unusable (counted towards ejection).
+const PEER_FAULTS = new Set(['closing', 'unauthorized'])
+
 export interface PassThroughHooks {
   /**
    * Runs when the response starts, with its status; for invalidation after unsafe methods.
@@ -113,12 +120,12 @@ export class ForwardHandler extends PassThroughHandler {
 
   override onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusText?: string): void {
     const ownerError = headerString(headers, ERROR_HEADER)
-    if (ownerError !== undefined) {
+    if (ownerError !== undefined && FALL_BACK_ON.has(ownerError)) {
       this.#failed = true
       // The small error body is not wanted; stop it and serve the caller another way.
       const err = new PeerProtocolError(`owner answered ${status}: ${ownerError}`)
       controller.abort(err)
-      this.#fallback(err, ownerError === 'closing')
+      this.#fallback(err, PEER_FAULTS.has(ownerError))
       return
     }
     this.#started = true

@@ -38,6 +38,17 @@ function addHeader (out: RequestHeaders, rawName: string, rawValue: unknown): vo
  * are not tokens and on values that contain CR, LF or NUL.
  */
 export function normaliseRequestHeaders (headers: unknown): RequestHeaders {
+  const out = readRequestHeaders(headers)
+  let size = 0
+  for (const name in out) size += name.length + (out[name] as string).length + 4
+  if (size > MAX_REQUEST_HEADER_BYTES) throw new InvalidArgumentError(`request headers are over ${MAX_REQUEST_HEADER_BYTES} bytes`)
+  return out
+}
+
+// As Node's own http server would accept (its default maxHeaderSize), with the names.
+const MAX_REQUEST_HEADER_BYTES = 16 * 1024
+
+function readRequestHeaders (headers: unknown): RequestHeaders {
   const out: RequestHeaders = {}
   if (headers === null || headers === undefined) return out
   if (Array.isArray(headers)) {

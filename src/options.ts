@@ -1,6 +1,7 @@
 import type { Dispatcher } from 'undici'
 import { InvalidArgumentError } from './errors.js'
 import type { HashFunction } from './ring.js'
+import type { OriginRule } from './security/address-policy.js'
 import { normalisePeerUrl } from './url.js'
 
 /** Options shared by Peer and Client. */
@@ -66,6 +67,37 @@ export interface RouterOptions {
    */
   ejectBackoff?: number
   /**
+   * Shared secret(s) that sign every request between peers (HMAC-SHA256 over method, URL,
+   * time and nonce). With a list, requests are signed with the first and any is accepted, so
+   * secrets can be rotated without downtime. Without one, a peer's handler serves only the
+   * pool's addresses and loopback.
+   * @default undefined
+   */
+  secret?: string | readonly string[]
+  /**
+   * Milliseconds a signature stays valid either side of the receiver's clock.
+   * @default 30000
+   */
+  authWindow?: number
+  /**
+   * Origins this instance may fetch: host names (`'example.com'`), `host:port`, suffixes
+   * (`'*.example.com'`), full origins (`'https://example.com'`) or RegExps over the origin.
+   * @default undefined (any origin that passes the address policy)
+   */
+  origins?: readonly OriginRule[]
+  /**
+   * Also refuse origins on loopback and private ranges (10/8, 172.16/12, 192.168/16, 100.64/10,
+   * fc00::/7, ...). Link-local and cloud metadata addresses are always refused. Applies to the
+   * default `origin` Agent: a Dispatcher you pass as `origin` brings its own policy.
+   * @default false
+   */
+  blockPrivateOrigins?: boolean
+  /**
+   * Concurrent requests handler() serves; more get 503 with Retry-After.
+   * @default 1024
+   */
+  maxHandlerRequests?: number
+  /**
    * The ring's hash, for tests that need owners they can work out by hand.
    * @default xxHash32 (xxhash-wasm)
    */
@@ -116,6 +148,11 @@ export interface ResolvedRouterOptions {
   hash: HashFunction | undefined
   ejectAfter: number
   ejectBackoff: number
+  secrets: readonly string[]
+  authWindow: number
+  origins: readonly OriginRule[] | undefined
+  blockPrivateOrigins: boolean
+  maxHandlerRequests: number
 }
 
 export interface ResolvedPeerOptions extends ResolvedRouterOptions {
@@ -133,6 +170,30 @@ function positiveInteger (opts: Record<string, unknown>, name: string, fallback:
     throw new InvalidArgumentError(`expected opts.${name} to be a positive integer`)
   }
   return v
+}
+
+function resolveBoolean (opts: Record<string, unknown>, name: string, fallback: boolean): boolean {
+  const v = opts[name]
+  if (v === undefined) return fallback
+  if (typeof v !== 'boolean') throw new InvalidArgumentError(`expected opts.${name} to be a boolean`)
+  return v
+}
+
+function resolveSecrets (secret: unknown): string[] {
+  if (secret === undefined) return []
+  const list = typeof secret === 'string' ? [secret] : secret
+  if (!Array.isArray(list) || list.length === 0 || list.some((s) => typeof s !== 'string' || s.length < 16)) {
+    throw new InvalidArgumentError('expected opts.secret to be a string of at least 16 characters, or a non-empty array of them')
+  }
+  return [...list] as string[]
+}
+
+function resolveOrigins (origins: unknown): OriginRule[] | undefined {
+  if (origins === undefined) return undefined
+  if (!Array.isArray(origins) || origins.some((r) => typeof r !== 'string' && !(r instanceof RegExp))) {
+    throw new InvalidArgumentError('expected opts.origins to be an array of host names, origins or RegExps')
+  }
+  return [...origins] as OriginRule[]
 }
 
 export function resolvePeerList (peers: unknown, what = 'opts.peers'): string[] {
@@ -165,7 +226,12 @@ export function resolveRouterOptions (opts: RouterOptions, defaultPeers: string[
     originTimeout: positiveInteger(o, 'originTimeout', 30_000),
     hash: opts.hash,
     ejectAfter: positiveInteger(o, 'ejectAfter', 3),
-    ejectBackoff: positiveInteger(o, 'ejectBackoff', 1000)
+    ejectBackoff: positiveInteger(o, 'ejectBackoff', 1000),
+    secrets: resolveSecrets(opts.secret),
+    authWindow: positiveInteger(o, 'authWindow', 30_000),
+    origins: resolveOrigins(opts.origins),
+    blockPrivateOrigins: resolveBoolean(o, 'blockPrivateOrigins', false),
+    maxHandlerRequests: positiveInteger(o, 'maxHandlerRequests', 1024)
   }
 }
 

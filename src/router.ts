@@ -13,6 +13,8 @@ import { endToEndRequestHeaders, headerString, normaliseRequestHeaders, type Req
 import { resolvePeerList, type ResolvedRouterOptions } from './options.js'
 import { PeerPools } from './pool.js'
 import { Ring, type HashFunction } from './ring.js'
+import { ForbiddenOriginError, guardedConnector, originMatcher } from './security/address-policy.js'
+import { AUTH_HEADER, Signer } from './security/signature.js'
 import { Counters } from './stats.js'
 import { normaliseOriginUrl } from './url.js'
 
@@ -23,6 +25,21 @@ type DispatchOptions = Dispatcher.DispatchOptions
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
 const VIA = '1.1 forwardcache'
+
+// Request fields that ask an origin to act on another host, scheme, path or method. The cache
+// key is the URL alone, so a response shaped by one of these would be served to everyone who
+// asks for that URL (cache poisoning): they never reach an origin through the cache.
+const UNKEYED_OVERRIDES = [
+  'x-forwarded-host', 'x-forwarded-server', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-scheme',
+  'x-forwarded-prefix', 'forwarded', 'x-host', 'x-original-url', 'x-rewrite-url', 'x-original-host',
+  'x-http-method-override', 'x-http-method', 'x-method-override'
+]
+
+/** The request headers a cached GET/HEAD may carry to a peer or an origin. */
+export function cacheableRequestHeaders (headers: RequestHeaders): RequestHeaders {
+  for (const name of UNKEYED_OVERRIDES) delete headers[name]
+  return headers
+}
 
 export function addVia (headers: RequestHeaders): RequestHeaders {
   headers.via = headers.via === undefined ? VIA : `${headers.via}, ${VIA}`
@@ -46,6 +63,10 @@ export abstract class Router extends Dispatcher {
   protected readonly counters = new Counters()
   protected readonly originDispatcher: Dispatcher
   readonly #ownsOrigin: boolean
+  /** Signs requests to peers and checks them in handler(); undefined without a secret. */
+  protected readonly signer: Signer | undefined
+  /** The opts.origins allowlist as a predicate. */
+  protected readonly originAllowed: (url: URL) => boolean
   readonly #pools: PeerPools
   readonly #health: PeerHealth
   #peers: string[]
@@ -67,10 +88,13 @@ export abstract class Router extends Dispatcher {
     this.#peers = options.peers
     this.#ownsOrigin = options.origin === undefined
     this.originDispatcher = options.origin ?? new Agent({
-      connect: { timeout: options.originConnectTimeout },
+      connect: guardedConnector({ timeout: options.originConnectTimeout, blockPrivate: options.blockPrivateOrigins }),
       headersTimeout: options.originTimeout,
       bodyTimeout: options.bodyTimeout
     })
+    this.signer = options.secrets.length > 0 ? new Signer(options.secrets, options.authWindow, Date.now) : undefined
+    const allowlist = options.origins === undefined ? undefined : originMatcher(options.origins)
+    this.originAllowed = allowlist ?? (() => true)
     this.#pools = new PeerPools({
       connectTimeout: options.peerConnectTimeout,
       headersTimeout: options.peerTimeout,
@@ -185,6 +209,7 @@ export abstract class Router extends Dispatcher {
         if (qs !== '') path += (path.includes('?') ? '&' : '?') + qs
       }
       const url = normaliseOriginUrl(origin.replace(/\/+$/, '') + path)
+      if (!this.originAllowed(url)) throw new ForbiddenOriginError(url.origin)
       const method = opts.method.toUpperCase()
       const headers = endToEndRequestHeaders(normaliseRequestHeaders(opts.headers))
       this.#inFlight.add(ctl)
@@ -199,7 +224,7 @@ export abstract class Router extends Dispatcher {
           method,
           url,
           key: url.href,
-          headers,
+          headers: cacheableRequestHeaders(headers),
           directives: parseCacheControl(headers['cache-control'])
         }
         // Credentials never travel between peers and never key a shared entry: such requests
@@ -261,13 +286,19 @@ export abstract class Router extends Dispatcher {
       pool.dispatch({
         path: `${basePath}${this.options.path}?q=${encodeURIComponent(req.key)}`,
         method: req.method,
-        headers: addVia({ ...req.headers }),
+        headers: this.#signed(req.method, req.key, addVia({ ...req.headers })),
         headersTimeout: this.options.peerTimeout,
         bodyTimeout: this.options.bodyTimeout
       }, handler)
     } catch (err) {
       handler.onResponseError(null, err as Error)
     }
+  }
+
+  #signed (method: string, url: string, headers: RequestHeaders): RequestHeaders {
+    if (this.signer !== undefined) headers[AUTH_HEADER] = this.signer.sign(method, url)
+    else delete headers[AUTH_HEADER]
+    return headers
   }
 
   /** Fetches from the origin without the cache, marking why in Cache-Status. */
@@ -346,7 +377,7 @@ export abstract class Router extends Dispatcher {
     return pool.request({
       path: `${basePath}${this.options.path}?q=${encodeURIComponent(url.href)}`,
       method: 'DELETE',
-      headers: { via: VIA },
+      headers: this.#signed('DELETE', url.href, { via: VIA }),
       headersTimeout: this.options.peerTimeout,
       bodyTimeout: this.options.peerTimeout
     }).then((res) => res.body.dump(), () => {})

@@ -67,6 +67,21 @@ test('parseCacheControl: empty or absent gives no directives', () => {
   assert.equal(parseCacheControl('').size, 0)
 })
 
+test('parseCacheControl: empty list elements are accepted', () => {
+  const d = parseCacheControl('max-age=600,, no-cache')
+  assert.equal(d.get('max-age'), '600')
+  assert.equal(d.get('no-cache'), true)
+  assert.equal(parseCacheControl(', public').get('public'), true)
+  // What it costs: the response's no-cache is lost and the response is served without validation.
+  assert.equal(reuse(freshness({ 'cache-control': 'max-age=600,, no-cache' }), {}, T0 + SEC), 'validate')
+})
+
+test('parseCacheControl: a malformed element does not hide the directives after it', () => {
+  const d = parseCacheControl('max-age=600, foo bar, no-cache')
+  assert.equal(d.get('max-age'), '600')
+  assert.equal(d.get('no-cache'), true)
+})
+
 test('parseDeltaSeconds: non-negative integers only, capped at 2^31', () => {
   assert.equal(parseDeltaSeconds('0'), 0)
   assert.equal(parseDeltaSeconds('60'), 60)
@@ -103,9 +118,36 @@ test('freshness: Expires without Date is measured from the time of receipt', () 
 })
 
 test('freshness: an invalid Expires ("0") means already stale', () => {
-  const f = freshness({ expires: '0', 'last-modified': httpDate(T0 - 100 * DAY) })
-  assert.equal(f.lifetime, 0, 'no heuristic either: Expires was present')
-  assert.equal(reuse(f, {}, T0), 'validate')
+  for (const bad of ['0', '-1', 'never', '']) {
+    const f = freshness({ expires: bad, 'last-modified': httpDate(T0 - 100 * DAY) })
+    assert.equal(f.lifetime, 0, `${JSON.stringify(bad)}: no heuristic either, Expires was present`)
+    assert.equal(reuse(f, {}, T0), 'validate', JSON.stringify(bad))
+  }
+})
+
+test('freshness: several Expires values make the response stale', () => {
+  assert.equal(freshness({ expires: [httpDate(T0 + DAY), httpDate(T0 + 2 * DAY)] }).lifetime, 0)
+})
+
+test('freshness: an Expires that is not an HTTP-date means already stale, even if Date.parse reads it as the future', () => {
+  // A misconfigured origin meaning "an hour", and an ISO 8601 timestamp: neither is an HTTP-date.
+  assert.equal(freshness({ expires: '3600' }).lifetime, 0, '"3600"')
+  assert.equal(freshness({ expires: '2099-01-01T00:00:00Z' }).lifetime, 0, 'ISO 8601')
+})
+
+test('freshness: an asctime-date is GMT whatever the local time zone', () => {
+  const saved = process.env.TZ
+  process.env.TZ = 'America/New_York'
+  try {
+    // Date T0 in asctime form (12:00:00 GMT), Expires an hour later in IMF-fixdate form.
+    const asctime = 'Mon Jan 15 12:00:00 2024'
+    assert.equal(new Date(T0).toUTCString(), 'Mon, 15 Jan 2024 12:00:00 GMT')
+    const f = computeFreshness(200, {}, { date: asctime, expires: httpDate(T0 + 3600 * SEC) }, T0, T0)
+    assert.equal(f.lifetime, 3600)
+  } finally {
+    if (saved === undefined) delete process.env.TZ
+    else process.env.TZ = saved
+  }
 })
 
 test('freshness: an Expires in the past gives 0, not a negative lifetime', () => {
@@ -299,6 +341,12 @@ test('storage: no-cache="set-cookie" strips that field and the response is store
   assert.equal(reuse(f, {}, T0 + 10 * SEC), 'fresh')
 })
 
+test('storage: with a qualified directive, a no-store or private after an empty list element is still honoured', () => {
+  const res = (cc: string): ResponseHeaders => ({ 'cache-control': cc, 'x-user': 'alice' })
+  assert.equal(storable(200, res('private="x-user", max-age=60,, no-store')), false)
+  assert.equal(storable(200, res('no-cache="x-user", max-age=60,, private')), false)
+})
+
 test('storage: array header values (two Cache-Control lines) do not throw', () => {
   const res: ResponseHeaders = { 'cache-control': ['public', 'max-age=60'], vary: ['Accept-Encoding', 'Accept-Language'] }
   assert.equal(storable(200, res), true)
@@ -486,9 +534,7 @@ test('notModifiedMatches: a 304 with an ETag does not apply to a stored response
   assert.equal(notModifiedMatches(freshness({ 'last-modified': httpDate(T0 - DAY) }), { etag: '"a"' }), false)
 })
 
-test('notModifiedMatches: a strong ETag in the 304 does not select a stored response with only the weak form', {
-  todo: 'RFC 9111 4.3.4: a strong validator selects stored responses with the same strong validator; weakEquals() also matches W/"a"'
-}, () => {
+test('notModifiedMatches: a strong ETag in the 304 does not select a stored response with only the weak form', () => {
   assert.equal(notModifiedMatches(freshness({ etag: 'W/"a"' }), { etag: '"a"' }), false)
 })
 
@@ -524,15 +570,11 @@ test('conditionalMatches: If-None-Match: * matches a stored response with an ETa
   assert.equal(conditionalMatches(freshness({ etag: '"a"' }), { 'if-none-match': '*' }), true)
 })
 
-test('conditionalMatches: If-None-Match: * matches a stored response even without an ETag', {
-  todo: 'RFC 9110 13.1.2: "*" is false (so 304) whenever a current representation exists; the etag===undefined check runs first and returns false'
-}, () => {
+test('conditionalMatches: If-None-Match: * matches a stored response even without an ETag', () => {
   assert.equal(conditionalMatches(freshness({ 'cache-control': 'max-age=60' }), { 'if-none-match': '*' }), true)
 })
 
-test('conditionalMatches: If-None-Match finds an entity tag that contains a comma', {
-  todo: 'RFC 9110 8.8.3: etagc allows ","; splitting If-None-Match on every comma breaks such tags'
-}, () => {
+test('conditionalMatches: If-None-Match finds an entity tag that contains a comma', () => {
   assert.equal(conditionalMatches(freshness({ etag: '"a,b"' }), { 'if-none-match': '"x", "a,b"' }), true)
 })
 
@@ -552,9 +594,7 @@ test('conditionalMatches: If-Modified-Since is true when Last-Modified is not af
   assert.equal(conditionalMatches(f, {}), false, 'no conditional')
 })
 
-test('conditionalMatches: If-Modified-Since against a stored response without Last-Modified uses its Date', {
-  todo: 'RFC 9111 4.3.2: without Last-Modified a cache SHOULD use the stored Date (or receipt time); it returns false'
-}, () => {
+test('conditionalMatches: If-Modified-Since against a stored response without Last-Modified uses its Date', () => {
   // Dated and received at T0, no Last-Modified; the client's copy is from an hour later.
   const f = freshness({ 'cache-control': 'max-age=60' })
   assert.equal(conditionalMatches(f, { 'if-modified-since': httpDate(T0 + 3600 * SEC) }), true)

@@ -430,7 +430,8 @@ class OriginResponseHandler implements Handler {
         headers,
         body: old.body,
         bodyLength: old.bodyLength,
-        freshness: computeFreshness(old.status, req.headers, headers, this.#requestTime, now()),
+        // The 304's own Age (not stored) counts towards the refreshed response's age.
+        freshness: computeFreshness(old.status, req.headers, this.#notModified.age === undefined ? headers : { ...headers, age: this.#notModified.age }, this.#requestTime, now()),
         size: entrySize(req.key, headers, old.bodyLength)
       }
       store.put(req.url.host, req.key, refreshed, old)
@@ -446,16 +447,17 @@ class OriginResponseHandler implements Handler {
         return
       }
       // The whole body is known now: a HEAD answered from this entry can say its length.
-      const headers = this.#headers['content-length'] === undefined
-        ? { ...this.#headers, 'content-length': String(this.#bytes) }
-        : this.#headers
+      // Age is dropped: the freshness record holds it, and every hit sends a fresh one.
+      const headers: ResponseHeaders = { ...this.#headers }
+      if (headers['content-length'] === undefined) headers['content-length'] = String(this.#bytes)
+      delete headers.age
       const stored: StoredResponse = {
         status: this.#status,
         statusText: this.#statusText,
         headers,
         body: this.#chunks,
         bodyLength: this.#bytes,
-        freshness: computeFreshness(this.#status, req.headers, headers, this.#requestTime, now()),
+        freshness: computeFreshness(this.#status, req.headers, this.#headers, this.#requestTime, now()),
         size: entrySize(req.key, headers, this.#bytes)
       }
       if (store.put(req.url.host, req.key, stored, this.#validating)) counters.add('stored')

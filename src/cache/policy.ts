@@ -18,18 +18,42 @@ import { headerString } from '../headers.js'
 
 export type Directives = Map<string, string | true>
 
+/** Splits a list-based field value on commas outside quoted strings (RFC 9110 section 5.6.1). */
+function splitList (value: string): string[] {
+  const out: string[] = []
+  let start = 0
+  let quoted = false
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i)
+    if (quoted) {
+      if (c === 92 /* \\ */) i++
+      else if (c === 34 /* " */) quoted = false
+    } else if (c === 34) {
+      quoted = true
+    } else if (c === 44 /* , */) {
+      out.push(value.slice(start, i))
+      start = i + 1
+    }
+  }
+  out.push(value.slice(start))
+  return out
+}
+
+const DIRECTIVE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s"]*)))?$/
+
 /**
  * Parses a Cache-Control value into directives (lower-case names, unquoted values). The first
- * occurrence of a repeated directive wins (RFC 9111 section 4.2.1).
+ * occurrence of a repeated directive wins (RFC 9111 section 4.2.1); empty list elements are
+ * skipped and a malformed element is ignored without losing the ones after it.
  */
 export function parseCacheControl (value: string | undefined): Directives {
   const out: Directives = new Map()
   if (value === undefined || value === '') return out
-  // Commas inside quoted strings do not separate directives (no-cache="a, b").
-  const re = /\s*([^\s=,]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*)))?\s*(?:,|$)/gy
-  let m: RegExpExecArray | null
-  while (re.lastIndex < value.length && (m = re.exec(value)) !== null) {
-    if (m[0] === '') break
+  for (const raw of splitList(value)) {
+    const element = raw.trim()
+    if (element === '') continue
+    const m = DIRECTIVE.exec(element)
+    if (m === null) continue
     const name = (m[1] as string).toLowerCase()
     if (out.has(name)) continue
     const quoted = m[2]
@@ -51,12 +75,44 @@ export function parseDeltaSeconds (value: string | true | undefined): number | u
   return n > MAX_DELTA ? MAX_DELTA : n
 }
 
-/** An HTTP-date in milliseconds, or undefined when absent or invalid. */
-function parseDate (value: string | undefined): number | undefined {
+const MONTHS: Record<string, number> = { jan: 0, feb: 1, mar: 2, apr: 3, may: 4, jun: 5, jul: 6, aug: 7, sep: 8, oct: 9, nov: 10, dec: 11 }
+// RFC 9110 section 5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms, all GMT.
+const IMF_FIXDATE = /^[A-Za-z]{3}, (\d{2}) ([A-Za-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT$/
+const RFC850 = /^[A-Za-z]{6,9}, (\d{2})-([A-Za-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT$/
+const ASCTIME = /^[A-Za-z]{3} ([A-Za-z]{3}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})$/
+
+/** An HTTP-date (RFC 9110 section 5.6.7) in milliseconds, or undefined when absent or invalid. */
+export function parseHttpDate (value: string | undefined): number | undefined {
   if (value === undefined) return undefined
-  const t = Date.parse(value)
+  const v = value.trim()
+  let day: string, month: string, year: number, h: string, m: string, sec: string
+  let match = IMF_FIXDATE.exec(v)
+  if (match !== null) {
+    [, day, month, , h, m, sec] = match as unknown as string[] as [string, string, string, string, string, string, string]
+    year = Number(match[3])
+  } else if ((match = RFC850.exec(v)) !== null) {
+    [, day, month, , h, m, sec] = match as unknown as string[] as [string, string, string, string, string, string, string]
+    // Section 5.6.7: a two-digit year more than 50 years in the future is in the past century.
+    const yy = Number(match[3])
+    const thisYear = new Date().getUTCFullYear()
+    year = 2000 + yy > thisYear + 50 ? 1900 + yy : 2000 + yy
+  } else if ((match = ASCTIME.exec(v)) !== null) {
+    month = match[1] as string
+    day = (match[2] as string).trim()
+    h = match[3] as string
+    m = match[4] as string
+    sec = match[5] as string
+    year = Number(match[6])
+  } else {
+    return undefined
+  }
+  const mon = MONTHS[month.toLowerCase()]
+  if (mon === undefined) return undefined
+  const t = Date.UTC(year, mon, Number(day), Number(h), Number(m), Number(sec))
   return Number.isFinite(t) ? t : undefined
 }
+
+const parseDate = parseHttpDate
 
 // RFC 9110 section 15.1: statuses whose responses are heuristically cacheable.
 const HEURISTICALLY_CACHEABLE = new Set([200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501])
@@ -88,6 +144,8 @@ export interface Freshness {
   /** Strong or weak entity tag, if any. */
   readonly etag: string | undefined
   readonly lastModified: string | undefined
+  /** The response's Date, or when it was received, ms: the last-modified stand-in (section 4.3.2). */
+  readonly date: number
 }
 
 export interface StorageDecision {
@@ -207,7 +265,8 @@ export function computeFreshness (
     responseTime,
     vary: varyMap,
     etag: headerString(responseHeaders, 'etag'),
-    lastModified: headerString(responseHeaders, 'last-modified')
+    lastModified: headerString(responseHeaders, 'last-modified'),
+    date: dateValue
   }
 }
 
@@ -305,7 +364,8 @@ export function hasValidator (f: Freshness): boolean {
 }
 
 // RFC 9111 section 3.2: fields a 304 must not overwrite in the stored response.
-const NOT_UPDATED_BY_304 = new Set(['content-length', 'content-encoding', 'transfer-encoding', 'content-range', 'content-type'])
+// Age is not stored at all: it is recomputed on every hit from the freshness record.
+const NOT_UPDATED_BY_304 = new Set(['content-length', 'content-encoding', 'transfer-encoding', 'content-range', 'content-type', 'age'])
 
 /** The stored headers updated by a 304 (RFC 9111 sections 3.2 and 4.3.4). */
 export function mergeNotModified (stored: ResponseHeaders, notModified: ResponseHeaders): ResponseHeaders {
@@ -323,12 +383,23 @@ function weakEquals (a: string, b: string): boolean {
   return a.replace(/^W\//, '') === b.replace(/^W\//, '')
 }
 
+/** The entity-tags in an If-None-Match-style list, kept whole even when they contain commas. */
+function entityTags (value: string): string[] {
+  return value.match(/(?:W\/)?"[^"]*"/g) ?? []
+}
+
 /**
- * Does a 304 apply to the stored response that was validated (RFC 9111 section 4.3.4)?
+ * Does a 304 apply to the stored response that was validated (RFC 9111 section 4.3.4)? A
+ * strong validator selects only a stored response with the same strong validator; a weak one
+ * compares weakly.
  */
 export function notModifiedMatches (f: Freshness, notModified: ResponseHeaders): boolean {
-  const etag = headerString(notModified, 'etag')
-  if (etag !== undefined) return f.etag !== undefined && weakEquals(f.etag, etag)
+  const etag = headerString(notModified, 'etag')?.trim()
+  if (etag !== undefined) {
+    if (f.etag === undefined) return false
+    if (!etag.startsWith('W/')) return f.etag.trim() === etag
+    return weakEquals(f.etag.trim(), etag)
+  }
   const lm = headerString(notModified, 'last-modified')
   if (lm !== undefined) return f.lastModified === undefined || f.lastModified === lm
   return true
@@ -341,11 +412,14 @@ export function notModifiedMatches (f: Freshness, notModified: ResponseHeaders):
 export function conditionalMatches (f: Freshness, requestHeaders: RequestHeaders): boolean {
   const inm = requestHeaders['if-none-match']
   if (inm !== undefined) {
-    if (f.etag === undefined) return false
+    // Section 13.1.2: "*" matches any current representation, and a stored one is current.
     if (inm.trim() === '*') return true
-    return inm.split(',').some((t) => weakEquals(t.trim(), f.etag as string))
+    if (f.etag === undefined) return false
+    const stored = f.etag.trim()
+    return entityTags(inm).some((t) => weakEquals(t, stored))
   }
   const ims = parseDate(requestHeaders['if-modified-since'])
-  const lm = parseDate(f.lastModified)
+  // RFC 9111 section 4.3.2: without Last-Modified, the stored Date (or receipt time) stands in.
+  const lm = f.lastModified !== undefined ? parseDate(f.lastModified) : f.date
   return ims !== undefined && lm !== undefined && lm <= ims
 }

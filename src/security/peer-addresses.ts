@@ -1,0 +1,54 @@
+import dns from 'node:dns'
+import net from 'node:net'
+import { embeddedIPv4 } from './address-policy.js'
+
+function canonical (address: string): string {
+  const bare = address.startsWith('[') ? address.slice(1, -1) : address
+  return (embeddedIPv4(bare) ?? bare).toLowerCase()
+}
+
+function isLoopback (address: string): boolean {
+  const a = canonical(address)
+  return a === '::1' || (net.isIPv4(a) && a.startsWith('127.'))
+}
+
+/**
+ * Without a shared secret, the handler serves only the pool's own addresses and loopback.
+ * Host names in the pool are resolved when the pool is set and again when an unknown address
+ * knocks, at most once a minute, so a peer that moved is let in without a restart.
+ */
+export class PeerAddresses {
+  #hosts: string[] = []
+  #known = new Set<string>()
+  #resolving: Promise<void> | undefined
+  #resolvedAt = 0
+
+  update (peers: readonly string[]): void {
+    this.#hosts = peers.map((p) => new URL(p).hostname)
+    this.#known = new Set()
+    for (const h of this.#hosts) if (net.isIP(h.replace(/^\[|\]$/g, '')) !== 0) this.#known.add(canonical(h))
+    this.#resolvedAt = 0
+    this.#resolving = undefined
+  }
+
+  /** True when `address` may use the handler. Resolves names when it must. */
+  async allows (address: string | undefined): Promise<boolean> {
+    if (address === undefined) return false
+    if (isLoopback(address)) return true
+    const a = canonical(address)
+    if (this.#known.has(a)) return true
+    if (Date.now() - this.#resolvedAt > 60_000) {
+      this.#resolving ??= this.#resolve()
+      await this.#resolving
+    }
+    return this.#known.has(a)
+  }
+
+  async #resolve (): Promise<void> {
+    const names = this.#hosts.filter((h) => net.isIP(h.replace(/^\[|\]$/g, '')) === 0)
+    const found = await Promise.all(names.map((n) => dns.promises.lookup(n, { all: true }).catch(() => [])))
+    for (const list of found) for (const { address } of list) this.#known.add(canonical(address))
+    this.#resolvedAt = Date.now()
+    this.#resolving = undefined
+  }
+}
