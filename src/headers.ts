@@ -151,3 +151,27 @@ export function fromRawHeaders (raw: ReadonlyArray<Buffer | string> | null | und
 function latin1 (b: Buffer | string): string {
   return typeof b === 'string' ? b : b.toString('latin1')
 }
+
+// Request fields that ask an origin to act on another host, scheme, path or method. The cache
+// key is the URL alone, so a response shaped by one of these would be served to everyone who
+// asks for that URL (cache poisoning): they never reach an origin through the cache.
+const UNKEYED_OVERRIDES = [
+  'x-forwarded-host', 'x-forwarded-server', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-scheme',
+  'x-forwarded-prefix', 'forwarded', 'x-host', 'x-original-url', 'x-rewrite-url', 'x-original-host',
+  'x-http-method-override', 'x-http-method', 'x-method-override'
+]
+
+/** The request headers a cached GET/HEAD may carry to a peer or an origin. */
+export function cacheableRequestHeaders (headers: RequestHeaders): RequestHeaders {
+  for (const name of UNKEYED_OVERRIDES) delete headers[name]
+  return headers
+}
+
+/** The Via entry every forwardcache hop adds (RFC 9110 section 7.6.3); also its loop marker. */
+export const VIA = '1.1 forwardcache'
+
+export function addVia (headers: RequestHeaders): RequestHeaders {
+  headers.via = headers.via === undefined ? VIA : `${headers.via}, ${VIA}`
+  return headers
+}
+

@@ -6,7 +6,9 @@ import { parseCacheControl } from './cache/policy.js'
 import type { CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { ERROR_HEADER } from './forward.js'
-import { endToEndRequestHeaders, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
+import { cacheableRequestHeaders, endToEndRequestHeaders, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
+import type { PeerAddresses } from './security/peer-addresses.js'
+import { AUTH_HEADER, type Signer } from './security/signature.js'
 import type { Counters } from './stats.js'
 import { normaliseOriginUrl } from './url.js'
 
@@ -22,6 +24,12 @@ export interface OwnerEndpoint {
   track: (ctl: CallerController) => () => void
   serve: (req: CacheRequest, sink: CallerHandler, ctl: CallerController) => void
   invalidate: (url: URL) => void
+  /** Checks signatures when the cluster has a secret. */
+  signer: Signer | undefined
+  /** Without a secret: the addresses allowed in (the pool's and loopback). */
+  addresses: PeerAddresses
+  originAllowed: (url: URL) => boolean
+  maxRequests: number
 }
 
 function refuse (res: ServerResponse, status: number, code: string, reason: string, extra: Record<string, string> = {}): void {
@@ -54,6 +62,70 @@ const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'
  */
 export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
   const { path, counters } = endpoint
+  let active = 0
+
+  const serve = (req: IncomingMessage, res: ServerResponse, raw: string, qIndex: number): void => {
+    const method = req.method ?? ''
+    const target = new URLSearchParams(qIndex === -1 ? '' : raw.slice(qIndex + 1)).get('q')
+    if (target === null || target === '') return refuse(res, 400, 'missing-q', 'missing query parameter q (the absolute origin URL)')
+    let url: URL
+    try {
+      url = normaliseOriginUrl(target)
+    } catch (err) {
+      return refuse(res, 400, 'bad-q', `bad q: ${(err as Error).message}`)
+    }
+    if (endpoint.signer !== undefined) {
+      const verdict = endpoint.signer.verify(method, url.href, headerValue(req.headers[AUTH_HEADER]))
+      if (!verdict.ok) return refuse(res, 401, 'unauthorized', `unauthorized: ${verdict.reason}`)
+    }
+    if (!endpoint.originAllowed(url)) return refuse(res, 403, 'forbidden-origin', `origin ${url.origin} is not allowed`)
+    const headers = cacheableRequestHeaders(endToEndRequestHeaders(normaliseRequestHeaders(req.headers)))
+    delete headers[AUTH_HEADER]
+    // One hop, always: a request that has already been through two forwardcache hops is
+    // going round in circles (an origin URL that points back into the cluster).
+    if (forwardcacheHops(headers.via) >= 2) return refuse(res, 508, 'loop', 'loop detected: this request already went through forwardcache twice')
+    if (method === 'DELETE') {
+      endpoint.invalidate(url)
+      res.writeHead(204)
+      res.end()
+      return
+    }
+    const contentLength = headers['content-length']
+    if ((contentLength !== undefined && contentLength !== '0') || req.headers['transfer-encoding'] !== undefined) {
+      return refuse(res, 400, 'body', `${method} requests cannot have a body`)
+    }
+    delete headers['content-length']
+    if (active >= endpoint.maxRequests) {
+      return refuse(res, 503, 'overloaded', 'too many concurrent requests', { 'retry-after': '1' })
+    }
+    counters.add('servedForPeers')
+    active++
+    const ctl = new CallerController()
+    const untrack = endpoint.track(ctl)
+    const sink = new ServerResponseSink(res, () => {
+      active--
+      untrack()
+    })
+    res.on('close', () => {
+      if (!res.writableFinished) ctl.abort(new errors.RequestAbortedError())
+    })
+    sink.onRequestStart(ctl)
+    endpoint.serve({
+      method: method as 'GET' | 'HEAD',
+      url,
+      key: url.href,
+      headers,
+      directives: parseCacheControl(headers['cache-control'])
+    }, sink, ctl)
+  }
+
+  const fail = (res: ServerResponse, err: unknown): void => {
+    // Invalid header names or values from the caller, and anything unforeseen: an answer,
+    // never a crash.
+    if (!res.headersSent) refuse(res, 400, 'bad-request', (err as Error).message)
+    else res.destroy(err as Error)
+  }
+
   return function forwardcacheHandler (req, res, next) {
     const raw = req.url ?? '/'
     const qIndex = raw.indexOf('?')
@@ -62,59 +134,31 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       if (typeof next === 'function') return next()
       return refuse(res, 404, 'not-found', `not found: forwardcache answers on ${path}`)
     }
-    try {
-      const method = req.method ?? ''
-      if (method !== 'GET' && method !== 'HEAD' && method !== 'DELETE') {
-        return refuse(res, 405, 'method', `method ${method} not allowed: forwardcache peers exchange GET and HEAD`, { allow: 'GET, HEAD, DELETE' })
-      }
-      if (endpoint.isClosed()) {
-        return refuse(res, 503, 'closing', 'this peer is shutting down', { 'retry-after': '1' })
-      }
-      const target = new URLSearchParams(qIndex === -1 ? '' : raw.slice(qIndex + 1)).get('q')
-      if (target === null || target === '') return refuse(res, 400, 'missing-q', 'missing query parameter q (the absolute origin URL)')
-      let url: URL
-      try {
-        url = normaliseOriginUrl(target)
-      } catch (err) {
-        return refuse(res, 400, 'bad-q', `bad q: ${(err as Error).message}`)
-      }
-      const headers = endToEndRequestHeaders(normaliseRequestHeaders(req.headers))
-      // One hop, always: a request that has already been through two forwardcache hops is
-      // going round in circles (an origin URL that points back into the cluster).
-      if (forwardcacheHops(headers.via) >= 2) return refuse(res, 508, 'loop', 'loop detected: this request already went through forwardcache twice')
-      if (method === 'DELETE') {
-        endpoint.invalidate(url)
-        res.writeHead(204)
-        res.end()
-        return
-      }
-      const contentLength = headers['content-length']
-      if ((contentLength !== undefined && contentLength !== '0') || req.headers['transfer-encoding'] !== undefined) {
-        return refuse(res, 400, 'body', `${method} requests cannot have a body`)
-      }
-      delete headers['content-length']
-      counters.add('servedForPeers')
-      const ctl = new CallerController()
-      const done = endpoint.track(ctl)
-      const sink = new ServerResponseSink(res, done)
-      res.on('close', () => {
-        if (!res.writableFinished) ctl.abort(new errors.RequestAbortedError())
-      })
-      sink.onRequestStart(ctl)
-      endpoint.serve({
-        method,
-        url,
-        key: url.href,
-        headers,
-        directives: parseCacheControl(headers['cache-control'])
-      }, sink, ctl)
-    } catch (err) {
-      // Invalid header names or values from the caller, and anything unforeseen: an answer,
-      // never a crash.
-      if (!res.headersSent) refuse(res, 400, 'bad-request', (err as Error).message)
-      else res.destroy(err as Error)
+    const method = req.method ?? ''
+    if (method !== 'GET' && method !== 'HEAD' && method !== 'DELETE') {
+      return refuse(res, 405, 'method', `method ${method} not allowed: forwardcache peers exchange GET and HEAD`, { allow: 'GET, HEAD, DELETE' })
     }
+    if (endpoint.isClosed()) {
+      return refuse(res, 503, 'closing', 'this peer is shutting down', { 'retry-after': '1' })
+    }
+    if (endpoint.signer !== undefined) {
+      try {
+        serve(req, res, raw, qIndex)
+      } catch (err) {
+        fail(res, err)
+      }
+      return
+    }
+    // No secret: only the pool's own addresses and loopback get in.
+    endpoint.addresses.allows(req.socket.remoteAddress).then((allowed) => {
+      if (!allowed) return refuse(res, 403, 'forbidden-peer', 'this address is not a peer of this cluster')
+      serve(req, res, raw, qIndex)
+    }).catch((err: unknown) => fail(res, err))
   }
+}
+
+function headerValue (v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v
 }
 
 /** Writes a response into a node:http ServerResponse, with backpressure both ways. */
@@ -170,8 +214,9 @@ class ServerResponseSink implements CallerHandler {
       res.destroy(err)
       return
     }
-    const code = (err as { code?: string }).code ?? ''
+    const code = (err as { code?: string }).code ?? (err.cause as { code?: string } | undefined)?.code ?? ''
     if (TIMEOUT_CODES.has(code)) refuse(res, 504, 'origin-timeout', `origin timed out: ${err.message}`)
+    else if (code === 'FC_ERR_FORBIDDEN_ADDRESS') refuse(res, 403, 'forbidden-address', err.message)
     else if (code === 'UND_ERR_ABORTED') res.destroy()
     else refuse(res, 502, 'origin-unreachable', `origin failed: ${err.message}`)
   }

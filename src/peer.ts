@@ -5,7 +5,10 @@ import type { CallerController } from './dispatch/controller.js'
 import { createHandler, type NodeHandler } from './http-handler.js'
 import { resolvePeerOptions, type PeerOptions, type ResolvedPeerOptions } from './options.js'
 import { Router } from './router.js'
+import { PeerAddresses } from './security/peer-addresses.js'
 import type { PeerStats } from './stats.js'
+
+let warnedUnauthenticated = false
 
 /**
  * A member of the cluster: an undici Dispatcher that serves the URLs it owns from its own
@@ -17,6 +20,7 @@ export class Peer extends Router {
   readonly #store: Store
   readonly #cache: LocalCache
   #warnedSelf = false
+  readonly #addresses = new PeerAddresses()
 
   constructor (opts: PeerOptions) {
     const resolved = resolvePeerOptions(opts)
@@ -33,6 +37,11 @@ export class Peer extends Router {
       bodyTimeout: resolved.bodyTimeout
     })
     this.onPeersChanged(resolved.peers)
+  }
+
+  override setPeers (peers: readonly string[]): void {
+    super.setPeers(peers)
+    this.#addresses.update(this.peers)
   }
 
   /** This peer's base URL, normalised. */
@@ -67,7 +76,19 @@ export class Peer extends Router {
    * or Fastify's middie. Requests outside `path` go to `next()`, or get 404 without it.
    */
   handler (): NodeHandler {
+    if (this.signer === undefined && !warnedUnauthenticated) {
+      warnedUnauthenticated = true
+      process.emitWarning(
+        'forwardcache: no opts.secret, so requests between peers are unauthenticated; handler() will serve only the pool\'s addresses and loopback',
+        { code: 'FORWARDCACHE_UNAUTHENTICATED' }
+      )
+    }
+    if (this.peers.length > 0) this.#addresses.update(this.peers)
     return createHandler({
+      signer: this.signer,
+      addresses: this.#addresses,
+      originAllowed: this.originAllowed,
+      maxRequests: this.#opts.maxHandlerRequests,
       path: this.options.path,
       counters: this.counters,
       isClosed: () => this.closed,

@@ -9,7 +9,7 @@ import { ClientClosedError, ClientDestroyedError, InvalidArgumentError } from '.
 import { ERROR_HEADER, ForwardHandler, PassThroughHandler } from './forward.js'
 import { loadedHash, loadHash } from './hash.js'
 import { PeerHealth } from './health.js'
-import { endToEndRequestHeaders, headerString, normaliseRequestHeaders, type RequestHeaders, type ResponseHeaders } from './headers.js'
+import { addVia, cacheableRequestHeaders, endToEndRequestHeaders, VIA, headerString, normaliseRequestHeaders, type RequestHeaders, type ResponseHeaders } from './headers.js'
 import { resolvePeerList, type ResolvedRouterOptions } from './options.js'
 import { PeerPools } from './pool.js'
 import { Ring, type HashFunction } from './ring.js'
@@ -24,27 +24,6 @@ type DispatchOptions = Dispatcher.DispatchOptions
 // RFC 9110 section 9.2.1: methods that are safe never invalidate (RFC 9111 section 4.4).
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
-const VIA = '1.1 forwardcache'
-
-// Request fields that ask an origin to act on another host, scheme, path or method. The cache
-// key is the URL alone, so a response shaped by one of these would be served to everyone who
-// asks for that URL (cache poisoning): they never reach an origin through the cache.
-const UNKEYED_OVERRIDES = [
-  'x-forwarded-host', 'x-forwarded-server', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-scheme',
-  'x-forwarded-prefix', 'forwarded', 'x-host', 'x-original-url', 'x-rewrite-url', 'x-original-host',
-  'x-http-method-override', 'x-http-method', 'x-method-override'
-]
-
-/** The request headers a cached GET/HEAD may carry to a peer or an origin. */
-export function cacheableRequestHeaders (headers: RequestHeaders): RequestHeaders {
-  for (const name of UNKEYED_OVERRIDES) delete headers[name]
-  return headers
-}
-
-export function addVia (headers: RequestHeaders): RequestHeaders {
-  headers.via = headers.via === undefined ? VIA : `${headers.via}, ${VIA}`
-  return headers
-}
 
 function hasBody (body: unknown): boolean {
   if (body === undefined || body === null) return false
@@ -152,9 +131,9 @@ export abstract class Router extends Dispatcher {
     return [...this.#health.ejected()].sort()
   }
 
-  /** The pool, normalised and sorted. */
+  /** The pool, normalised and sorted (ejected peers included). */
   get peers (): readonly string[] {
-    return this.#ring?.members ?? [...this.#peers].sort()
+    return [...this.#peers].sort()
   }
 
   /**

@@ -3,7 +3,7 @@ import type { CallerHandler } from '../dispatch/compat.js'
 import type { CallerController } from '../dispatch/controller.js'
 import { Fanout } from '../dispatch/fanout.js'
 import { TruncatedBodyError } from '../errors.js'
-import { endToEndResponseHeaders, headerString, toRawHeaders, type RequestHeaders, type ResponseHeaders } from '../headers.js'
+import { addVia, endToEndResponseHeaders, headerString, toRawHeaders, type RequestHeaders, type ResponseHeaders } from '../headers.js'
 import type { Counters } from '../stats.js'
 import {
   computeFreshness, conditionalMatches, currentAge, decideReuse, decideStorage, hasValidator,
@@ -257,7 +257,7 @@ export class LocalCache {
       if (validating.freshness.etag !== undefined) headers['if-none-match'] = validating.freshness.etag
       if (validating.freshness.lastModified !== undefined) headers['if-modified-since'] = validating.freshness.lastModified
     }
-    headers.via = headers.via === undefined ? '1.1 forwardcache' : `${headers.via}, 1.1 forwardcache`
+    addVia(headers)
     counters.add('originFetches')
     counters.addHost(req.url.host, 'originFetches')
     const handler = new OriginResponseHandler(this, this.#o, req, sink, ctl, validating, fwd, this.#o.now(), settled, stale)
