@@ -12,3 +12,6 @@ export {
   TruncatedBodyError,
   NotCachedError
 } from './errors.js'
+export { channels } from './observe/channels.js'
+export type { HitMessage, MissMessage, ForwardMessage, ForwardErrorMessage, StoreMessage, EvictMessage } from './observe/channels.js'
+export { ForbiddenAddressError, ForbiddenOriginError, type OriginRule } from './security/address-policy.js'

@@ -5,6 +5,8 @@ import type { CallerController } from './dispatch/controller.js'
 import { createHandler, type NodeHandler } from './http-handler.js'
 import { resolvePeerOptions, type PeerOptions, type ResolvedPeerOptions } from './options.js'
 import { Router } from './router.js'
+import { channels } from './observe/channels.js'
+import { renderPeerMetrics } from './observe/prometheus.js'
 import { PeerAddresses } from './security/peer-addresses.js'
 import type { PeerStats } from './stats.js'
 
@@ -26,8 +28,14 @@ export class Peer extends Router {
     const resolved = resolvePeerOptions(opts)
     super(resolved)
     this.#opts = resolved
-    this.#store = new Store(resolved)
+    this.#store = new Store({
+      ...resolved,
+      onEvict: (host, url, bytes) => {
+        if (channels.evict.hasSubscribers) channels.evict.publish({ self: resolved.self, url, host, bytes })
+      }
+    })
     this.#cache = new LocalCache({
+      self: resolved.self,
       store: this.#store,
       origin: this.originDispatcher,
       counters: this.counters,
@@ -57,6 +65,10 @@ export class Peer extends Router {
         { code: 'FORWARDCACHE_SELF_NOT_IN_POOL' }
       )
     }
+  }
+
+  protected override get selfUrl (): string {
+    return this.#opts.self
   }
 
   protected override isSelf (owner: string): boolean {
@@ -113,6 +125,12 @@ export class Peer extends Router {
       flights: this.#cache.flights + this.forwardFlights,
       perHost
     }
+  }
+
+  /** The counters, gauges and latency histograms in Prometheus' text exposition format. */
+  metrics (): string {
+    const ejected = this.ejectedPeers.length
+    return renderPeerMetrics(this.stats(), this.counters.latency, { healthy: this.peers.length - ejected, ejected })
   }
 
   protected override onDestroyed (): void {

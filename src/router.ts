@@ -16,6 +16,7 @@ import { Ring, type HashFunction } from './ring.js'
 import { ForbiddenOriginError, guardedConnector, originMatcher } from './security/address-policy.js'
 import { AUTH_HEADER, Signer } from './security/signature.js'
 import { Counters } from './stats.js'
+import { channels } from './observe/channels.js'
 import { normaliseOriginUrl } from './url.js'
 
 type Handler = Dispatcher.DispatchHandler
@@ -160,6 +161,11 @@ export abstract class Router extends Dispatcher {
     return ring.get(normaliseOriginUrl(url).href)
   }
 
+  /** This instance's URL for diagnostics ('' for a Client). */
+  protected get selfUrl (): string {
+    return ''
+  }
+
   /** True when this instance serves `owner`'s keys itself. */
   protected abstract isSelf (owner: string): boolean
 
@@ -255,12 +261,18 @@ export abstract class Router extends Dispatcher {
 
   #forward (owner: string, req: CacheRequest, sink: CallerHandler, ctl: CallerController): void {
     this.counters.add('forwards')
+    if (channels.forward.hasSubscribers) channels.forward.publish({ self: this.selfUrl, url: req.key, owner })
     const { pool, basePath } = this.#pools.get(owner)
-    const handler = new ForwardHandler(sink, ctl, (_err, peerFault) => {
+    const started = performance.now()
+    const handler = new ForwardHandler(sink, ctl, (err, peerFault) => {
       this.counters.add('forwardErrors')
+      if (channels.forwardError.hasSubscribers) channels.forwardError.publish({ self: this.selfUrl, url: req.key, owner, error: err })
       if (peerFault) this.#health.failure(owner)
       this.direct(req, sink, ctl, 'owner-unavailable')
-    }, () => this.#health.success(owner))
+    }, () => {
+      this.counters.latency.peer.observe((performance.now() - started) / 1000)
+      this.#health.success(owner)
+    })
     try {
       pool.dispatch({
         path: `${basePath}${this.options.path}?q=${encodeURIComponent(req.key)}`,

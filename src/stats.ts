@@ -53,7 +53,12 @@ export type HostCounterName = Exclude<keyof HostStats, 'bytes'>
 // Bounds the per-host table: a peer asked for a million hosts must not keep a million rows.
 const MAX_HOST_ROWS = 1000
 
+import { Histogram } from './observe/histogram.js'
+
 export class Counters {
+  /** Seconds to response headers, from origins and from owner peers. */
+  readonly latency = { origin: new Histogram(), peer: new Histogram() }
+
   readonly values: Record<CounterName, number> = {
     requests: 0,
     localHits: 0,

@@ -10,6 +10,7 @@ import {
   mergeNotModified, notModifiedMatches, staleIfErrorAllows, varyMatches, type Directives
 } from './policy.js'
 import { replay } from './replay.js'
+import { channels } from '../observe/channels.js'
 import { entrySize, type Store, type StoredResponse } from './store.js'
 
 type Handler = Dispatcher.DispatchHandler
@@ -27,6 +28,8 @@ export interface CacheRequest {
 }
 
 export interface LocalCacheOptions {
+  /** This peer's URL, for diagnostics messages. */
+  self: string
   store: Store
   origin: Dispatcher
   counters: Counters
@@ -132,6 +135,9 @@ export class LocalCache {
     if (selected !== undefined) {
       const reuse = decideReuse(selected.freshness, req.directives, req.headers, now())
       if (reuse.action === 'fresh' || reuse.action === 'stale') {
+        if (channels.hit.hasSubscribers) {
+          channels.hit.publish({ self: this.#o.self, url: req.key, status: selected.status, age: currentAge(selected.freshness, now()) })
+        }
         counters.add('localHits')
         counters.addHost(host, 'hits')
         if (reuse.action === 'stale') counters.add('staleServed')
@@ -185,6 +191,7 @@ export class LocalCache {
   /** Starts an origin fetch for this key that later requests can join. */
   #lead (req: CacheRequest, sink: CallerHandler, ctl: CallerController, validating: StoredResponse | undefined, fwd: string,
     stale?: StoredResponse): void {
+    if (channels.miss.hasSubscribers) channels.miss.publish({ self: this.#o.self, url: req.key, reason: fwd })
     if (!coalescable(req) || this.#flights.has(req.key)) {
       this.#fetch(req, sink, ctl, validating, fwd, undefined, stale)
       return
@@ -308,6 +315,7 @@ class OriginResponseHandler implements Handler {
   readonly #requestTime: number
   readonly #settled: () => void
   readonly #stale: StoredResponse | undefined
+  readonly #started = performance.now()
 
   #status = 0
   // The origin failed with a 5xx and a stale copy answers instead: swallow the 5xx's body.
@@ -342,6 +350,7 @@ class OriginResponseHandler implements Handler {
   }
 
   onResponseStart (_controller: Controller, status: number, rawHeaders: ResponseHeaders, statusText?: string): void {
+    this.#o.counters.latency.origin.observe((performance.now() - this.#started) / 1000)
     const req = this.#req
     const headers = endToEndResponseHeaders(rawHeaders)
     this.#status = status
@@ -460,7 +469,10 @@ class OriginResponseHandler implements Handler {
         freshness: computeFreshness(this.#status, req.headers, this.#headers, this.#requestTime, now()),
         size: entrySize(req.key, headers, this.#bytes)
       }
-      if (store.put(req.url.host, req.key, stored, this.#validating)) counters.add('stored')
+      if (store.put(req.url.host, req.key, stored, this.#validating)) {
+        counters.add('stored')
+        if (channels.store.hasSubscribers) channels.store.publish({ self: this.#o.self, url: req.key, status: stored.status, bytes: stored.size })
+      }
     }
     this.#settled()
     this.#sink.onResponseEnd(this.#ctl, trailers)

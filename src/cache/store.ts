@@ -40,6 +40,8 @@ export function entrySize (url: string, headers: ResponseHeaders, bodyLength: nu
 
 export interface StoreOptions {
   maxSize: number
+  /** Called for every URL evicted to stay within a budget (not for replacements or deletes). */
+  onEvict?: (host: string, url: string, bytes: number) => void
   maxHostSize: number
   maxEntrySize: number
 }
@@ -84,11 +86,14 @@ export class Store {
     const lru = new LRUCache<string, Variants>({
       maxSize: this.#opts.maxHostSize,
       sizeCalculation: (v) => v.size,
-      dispose: (v, _key, reason) => {
+      dispose: (v, key, reason) => {
         this.#bytes -= v.size
         this.#entries -= v.list.length
         this.#hostBytes.set(host, (this.#hostBytes.get(host) ?? 0) - v.size)
-        if (reason === 'evict') this.#evictions += v.list.length
+        if (reason === 'evict') {
+          this.#evictions += v.list.length
+          this.#opts.onEvict?.(host, key, v.size)
+        }
       }
     })
     this.#hosts.set(host, lru)
