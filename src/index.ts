@@ -15,3 +15,4 @@ export {
 export { channels } from './observe/channels.js'
 export type { HitMessage, MissMessage, ForwardMessage, ForwardErrorMessage, StoreMessage, EvictMessage } from './observe/channels.js'
 export { ForbiddenAddressError, ForbiddenOriginError, type OriginRule } from './security/address-policy.js'
+export { DnsDiscovery, type DnsDiscoveryOptions, type DnsResolver, type PoolTarget } from './discovery/dns.js'

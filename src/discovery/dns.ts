@@ -1,0 +1,143 @@
+import dns from 'node:dns'
+import { InvalidArgumentError } from '../errors.js'
+
+/** The part of node:dns's Resolver that discovery uses; inject a stub in tests. */
+export interface DnsResolver {
+  resolve4 (hostname: string): Promise<string[]>
+  resolve6 (hostname: string): Promise<string[]>
+  resolveSrv (hostname: string): Promise<dns.SrvRecord[]>
+}
+
+/** Something whose pool can be replaced: a Peer or a Client. */
+export interface PoolTarget {
+  setPeers (peers: readonly string[]): void
+  readonly peers: readonly string[]
+  readonly self?: string
+}
+
+export interface DnsDiscoveryOptions {
+  /**
+   * The name to resolve: a headless Service (`cache.default.svc.cluster.local`) for A/AAAA,
+   * or an SRV name (`_http._tcp.cache.service.consul`) with `srv: true`.
+   */
+  name: string
+  /** Look up SRV records (targets and ports) instead of A/AAAA. @default false */
+  srv?: boolean
+  /** Port of every peer, for A/AAAA records. @default 80 (443 with https) */
+  port?: number
+  /** Scheme of the peer URLs. @default 'http' */
+  protocol?: 'http' | 'https'
+  /** Path prefix of the peer URLs, if the handler is mounted below the root. @default '' */
+  basePath?: string
+  /** Milliseconds between resolutions. @default 10000 */
+  interval?: number
+  /** Keep the target's own URL in the pool even before DNS lists it. @default true */
+  includeSelf?: boolean
+  /** @default a new node:dns Resolver using the system's servers */
+  resolver?: DnsResolver
+  /** Called with each resolution failure; the pool is left as it was. */
+  onError?: (err: Error) => void
+}
+
+/**
+ * Keeps a Peer's (or Client's) pool equal to what DNS says, re-resolving on an interval.
+ * A failed or empty answer never empties the pool: the last good one stays, so a DNS blip
+ * does not make the ring flap.
+ */
+export class DnsDiscovery {
+  readonly #target: PoolTarget
+  readonly #o: Required<Omit<DnsDiscoveryOptions, 'onError' | 'port'>> & { port: number | undefined, onError: ((err: Error) => void) | undefined }
+  #timer: NodeJS.Timeout | undefined
+  #stopped = false
+  #last = ''
+
+  constructor (target: PoolTarget, options: DnsDiscoveryOptions) {
+    if (target === null || typeof target !== 'object' || typeof target.setPeers !== 'function') {
+      throw new InvalidArgumentError('expected a Peer or Client to keep in sync')
+    }
+    if (options === null || typeof options !== 'object' || typeof options.name !== 'string' || options.name === '') {
+      throw new InvalidArgumentError('expected opts.name to be a DNS name')
+    }
+    const interval = options.interval ?? 10_000
+    if (!Number.isSafeInteger(interval) || interval <= 0) throw new InvalidArgumentError('expected opts.interval to be a positive integer')
+    if (options.port !== undefined && (!Number.isInteger(options.port) || options.port <= 0 || options.port > 65535)) {
+      throw new InvalidArgumentError('expected opts.port to be a port number')
+    }
+    this.#target = target
+    this.#o = {
+      name: options.name,
+      srv: options.srv ?? false,
+      port: options.port,
+      protocol: options.protocol ?? 'http',
+      basePath: (options.basePath ?? '').replace(/\/+$/, ''),
+      interval,
+      includeSelf: options.includeSelf ?? true,
+      resolver: options.resolver ?? new dns.promises.Resolver(),
+      onError: options.onError
+    }
+  }
+
+  /** Resolves once now (rejecting if that first resolution fails), then on the interval. */
+  async start (): Promise<readonly string[]> {
+    const peers = await this.#resolve()
+    this.#apply(peers)
+    this.#schedule()
+    return this.#target.peers
+  }
+
+  /** Resolves now and applies the result; the pool is unchanged on failure. */
+  async refresh (): Promise<void> {
+    try {
+      this.#apply(await this.#resolve())
+    } catch (err) {
+      this.#o.onError?.(err as Error)
+    }
+  }
+
+  stop (): void {
+    this.#stopped = true
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+  }
+
+  #schedule (): void {
+    if (this.#stopped) return
+    this.#timer = setTimeout(() => {
+      this.refresh().finally(() => this.#schedule())
+    }, this.#o.interval)
+    this.#timer.unref()
+  }
+
+  #url (host: string, port: number): string {
+    const h = host.includes(':') ? `[${host}]` : host.replace(/\.$/, '')
+    return `${this.#o.protocol}://${h}:${port}${this.#o.basePath}`
+  }
+
+  async #resolve (): Promise<string[]> {
+    const { resolver, name } = this.#o
+    const defaultPort = this.#o.port ?? (this.#o.protocol === 'https' ? 443 : 80)
+    let urls: string[]
+    if (this.#o.srv) {
+      const records = await resolver.resolveSrv(name)
+      urls = records.map((r) => this.#url(r.name, r.port))
+    } else {
+      // Either family may legitimately have no records; only both failing is a failure.
+      const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)])
+      if (v4.status === 'rejected' && v6.status === 'rejected') throw v4.reason as Error
+      const addresses = [...(v4.status === 'fulfilled' ? v4.value : []), ...(v6.status === 'fulfilled' ? v6.value : [])]
+      urls = addresses.map((a) => this.#url(a, defaultPort))
+    }
+    if (urls.length === 0) throw new Error(`DNS returned no peers for ${name}`)
+    return urls
+  }
+
+  #apply (urls: string[]): void {
+    if (this.#stopped) return
+    const self = this.#target.self
+    const peers = this.#o.includeSelf && self !== undefined && !urls.includes(self) ? [...urls, self] : urls
+    const key = [...peers].sort().join(' ')
+    if (key === this.#last) return
+    this.#last = key
+    this.#target.setPeers(peers)
+  }
+}
