@@ -1,0 +1,186 @@
+#!/usr/bin/env node
+/**
+ * forwardcache as a standalone process: a peer that serves the wire protocol, /metrics,
+ * /healthz, and (for callers that are not written in Node) /fetch?q=URL, which routes through
+ * the cluster like a Peer dispatch does.
+ */
+import http from 'node:http'
+import { pipeline } from 'node:stream'
+import { parseArgs } from 'node:util'
+import { channels } from './observe/channels.js'
+import { DnsDiscovery } from './discovery/dns.js'
+import { Peer } from './peer.js'
+import type { PeerOptions } from './options.js'
+
+const USAGE = `usage: forwardcache --self URL [--peers URL,URL...] [--port N] [--host ADDR] [options]
+
+  --self URL            this peer's base URL as the other peers reach it (required)
+  --peers LIST          comma-separated pool, self included (default: self)
+  --dns NAME            keep the pool in sync with DNS A/AAAA records of NAME (port from --self)
+  --port N              port to listen on (default: the port of --self)
+  --host ADDR           address to listen on (default 0.0.0.0)
+  --secret S            shared secret between peers (or env FORWARDCACHE_SECRET; a comma list rotates)
+  --path P              handler path (default /proxy)
+  --max-size BYTES      cache budget (default 134217728)
+  --block-private       refuse origins on loopback and private ranges
+  --origins LIST        comma-separated origin allowlist (hosts, *.suffix, or full origins)
+  --log-level LEVEL     error | warn | info | debug (default info)
+`
+
+type Level = 'error' | 'warn' | 'info' | 'debug'
+const LEVELS: Record<Level, number> = { error: 0, warn: 1, info: 2, debug: 3 }
+
+function fail (message: string): never {
+  process.stderr.write(`forwardcache: ${message}\n\n${USAGE}`)
+  process.exit(2)
+}
+
+function main (): void {
+  let parsed
+  try {
+    parsed = parseArgs({
+      options: {
+        self: { type: 'string' },
+        peers: { type: 'string' },
+        dns: { type: 'string' },
+        port: { type: 'string' },
+        host: { type: 'string' },
+        secret: { type: 'string' },
+        path: { type: 'string' },
+        'max-size': { type: 'string' },
+        'block-private': { type: 'boolean' },
+        origins: { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' }
+      },
+      strict: true
+    })
+  } catch (err) {
+    fail((err as Error).message)
+  }
+  const v = parsed.values
+  if (v.help === true) {
+    process.stdout.write(USAGE)
+    return
+  }
+  const level = (v['log-level'] ?? 'info') as Level
+  if (!(level in LEVELS)) fail(`unknown log level ${level}`)
+  const log = (at: Level, msg: string, fields: Record<string, unknown> = {}): void => {
+    if (LEVELS[at] > LEVELS[level]) return
+    process.stdout.write(JSON.stringify({ time: new Date().toISOString(), level: at, msg, ...fields }) + '\n')
+  }
+
+  if (v.self === undefined) fail('--self is required')
+  let selfUrl: URL
+  try {
+    selfUrl = new URL(v.self)
+  } catch {
+    fail(`--self is not a URL: ${v.self}`)
+  }
+  const port = v.port !== undefined ? Number(v.port) : Number(selfUrl.port || (selfUrl.protocol === 'https:' ? 443 : 80))
+  if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`bad --port ${String(v.port)}`)
+  const secret = v.secret ?? process.env.FORWARDCACHE_SECRET
+  const options: PeerOptions = { self: v.self }
+  if (v.peers !== undefined) options.peers = v.peers.split(',').map((p) => p.trim()).filter((p) => p !== '')
+  if (secret !== undefined && secret !== '') options.secret = secret.includes(',') ? secret.split(',') : secret
+  if (v.path !== undefined) options.path = v.path
+  if (v['max-size'] !== undefined) options.maxSize = Number(v['max-size'])
+  if (v['block-private'] === true) options.blockPrivateOrigins = true
+  if (v.origins !== undefined) options.origins = v.origins.split(',').map((o) => o.trim())
+
+  let peer: Peer
+  try {
+    peer = new Peer(options)
+  } catch (err) {
+    fail((err as Error).message)
+  }
+  process.on('warning', (w) => log('warn', w.message, { code: (w as Error & { code?: string }).code }))
+  channels.forwardError.subscribe((m) => {
+    const msg = m as { url: string, owner: string, error: Error }
+    log('warn', 'forward failed; served from the origin', { url: msg.url, owner: msg.owner, error: msg.error.message })
+  })
+  if (level === 'debug') {
+    channels.hit.subscribe((m) => log('debug', 'hit', m as Record<string, unknown>))
+    channels.miss.subscribe((m) => log('debug', 'miss', m as Record<string, unknown>))
+    channels.forward.subscribe((m) => log('debug', 'forward', m as Record<string, unknown>))
+  }
+
+  const handler = peer.handler()
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]
+    if (path === '/metrics' && req.method === 'GET') {
+      const body = peer.metrics()
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(body) })
+      res.end(body)
+      return
+    }
+    if (path === '/healthz') {
+      const closing = peer.closed
+      res.writeHead(closing ? 503 : 200, { 'content-type': 'text/plain' })
+      res.end(closing ? 'closing\n' : 'ok\n')
+      return
+    }
+    if (path === '/fetch' && (req.method === 'GET' || req.method === 'HEAD')) {
+      const q = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('q')
+      let target: URL
+      try {
+        target = new URL(q ?? '')
+      } catch {
+        res.writeHead(400, { 'content-type': 'text/plain' })
+        res.end('missing or bad q\n')
+        return
+      }
+      // Routed like a Peer dispatch: to the owner, or this peer's cache.
+      peer.request({
+        origin: target.origin,
+        path: target.pathname + target.search,
+        method: req.method,
+        headers: Object.fromEntries(Object.entries(req.headers).filter(([k]) => k !== 'host' && k !== 'connection'))
+      }).then(({ statusCode, headers, body }) => {
+        res.writeHead(statusCode, headers as http.OutgoingHttpHeaders)
+        pipeline(body, res, () => {})
+      }, (err: Error) => {
+        res.writeHead(502, { 'content-type': 'text/plain' })
+        res.end(`${err.message}\n`)
+      })
+      return
+    }
+    handler(req, res)
+  })
+
+  let discovery: DnsDiscovery | undefined
+  server.listen(port, v.host ?? '0.0.0.0', () => {
+    const address = server.address()
+    const bound = typeof address === 'object' && address !== null ? address.port : port
+    log('info', 'listening', { self: peer.self, port: bound, peers: peer.peers, authenticated: secret !== undefined && secret !== '' })
+    if (v.dns !== undefined) {
+      discovery = new DnsDiscovery(peer, {
+        name: v.dns,
+        port: Number(selfUrl.port || 80),
+        protocol: selfUrl.protocol === 'https:' ? 'https' : 'http',
+        onError: (err) => log('warn', 'dns discovery failed; keeping the pool', { error: err.message })
+      })
+      discovery.start().then((peers) => log('info', 'pool from dns', { peers }), (err: Error) => log('error', 'dns discovery failed', { error: err.message }))
+    }
+  })
+
+  let stopping = false
+  const shutdown = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    log('info', 'shutting down', { signal })
+    discovery?.stop()
+    // Stop accepting, let in-flight requests finish, then leave.
+    server.close()
+    server.closeIdleConnections()
+    peer.close().then(() => {
+      log('info', 'stopped', { stats: { requests: peer.stats().requests, servedForPeers: peer.stats().servedForPeers } })
+      process.exit(0)
+    }, () => process.exit(1))
+    setTimeout(() => process.exit(1), 10_000).unref()
+  }
+  process.on('SIGTERM', () => shutdown('SIGTERM'))
+  process.on('SIGINT', () => shutdown('SIGINT'))
+}
+
+main()
