@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { after, before, test } from 'node:test'
+import middie from '@fastify/middie'
+import express from 'express'
+import Fastify from 'fastify'
+import { Agent, Dispatcher, interceptors, request, setGlobalDispatcher, getGlobalDispatcher } from 'undici'
+import { Peer, type NodeHandler } from '../src/index.js'
+import { startOrigin, type CountingOrigin } from './helpers/origin.js'
+
+let origin: CountingOrigin
+before(async () => { origin = await startOrigin() })
+after(async () => { await origin.close() })
+
+const q = (url: string): string => `/proxy?q=${encodeURIComponent(url)}`
+
+async function exercise (base: string, label: string): Promise<void> {
+  const target = `${origin.url}/mounted-${label}`
+  for (let i = 0; i < 3; i++) {
+    const res = await request(base + q(target))
+    assert.equal(res.statusCode, 200)
+    assert.equal(await res.body.text(), `body of /mounted-${label}`)
+  }
+  assert.equal(origin.count(`/mounted-${label}`), 1)
+  const app = await request(`${base}/app`)
+  assert.equal(await app.body.text(), `the ${label} app`)
+}
+
+async function listening (server: http.Server): Promise<string> {
+  if (!server.listening) await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+test('handler() mounted in node:http', async () => {
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  const handler: NodeHandler = peer.handler()
+  const server = http.createServer((req, res) => handler(req, res, () => res.end('the node:http app')))
+  try {
+    await exercise(await listening(server), 'node:http')
+  } finally {
+    server.close()
+    await peer.close()
+  }
+})
+
+test('handler() mounted in Express with app.use, other routes untouched', async () => {
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  const app = express()
+  app.use(peer.handler())
+  app.get('/app', (_req, res) => { res.send('the express app') })
+  const server = http.createServer(app)
+  try {
+    await exercise(await listening(server), 'express')
+  } finally {
+    server.close()
+    await peer.close()
+  }
+})
+
+test('handler() mounted in Fastify with @fastify/middie', async () => {
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  const app = Fastify()
+  await app.register(middie)
+  app.use(peer.handler())
+  app.get('/app', async () => 'the fastify app')
+  try {
+    const address = await app.listen({ port: 0, host: '127.0.0.1' })
+    await exercise(address, 'fastify')
+  } finally {
+    await app.close()
+    await peer.close()
+  }
+})
+
+test('a Peer composes with undici interceptors (retry, redirect, dns) in the documented order', async () => {
+  origin.route('/old', (_req, res) => {
+    res.writeHead(301, { location: '/new', 'cache-control': 'max-age=300', 'content-length': 0 })
+    res.end()
+  })
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  // Interceptors wrap the Peer from the outside: redirects and retries are the caller's
+  // business, so every hop they make is its own cached request.
+  const dispatcher = peer.compose(interceptors.dns(), interceptors.retry({ maxRetries: 1 }), interceptors.redirect({ maxRedirections: 2 }))
+  try {
+    for (let i = 0; i < 2; i++) {
+      const res = await request(`${origin.url}/old`, { dispatcher })
+      assert.equal(res.statusCode, 200)
+      assert.equal(await res.body.text(), 'body of /new')
+    }
+    assert.equal(origin.count('/old'), 1)
+    assert.equal(origin.count('/new'), 1)
+  } finally {
+    await peer.close()
+  }
+})
+
+test('the types: a Peer is an undici Dispatcher accepted by setGlobalDispatcher', async () => {
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  const previous = getGlobalDispatcher()
+  try {
+    const asDispatcher: Dispatcher = peer
+    setGlobalDispatcher(peer)
+    assert.equal(getGlobalDispatcher(), asDispatcher)
+    // @ts-expect-error self is required
+    assert.throws(() => new Peer({}))
+    // @ts-expect-error vnodes is a number
+    assert.throws(() => new Peer({ self: 'http://a', vnodes: '4' }))
+  } finally {
+    setGlobalDispatcher(previous instanceof Agent ? previous : new Agent())
+    await peer.close()
+  }
+})
+
+test('the ESM build can be require()d from CommonJS (Node >= 20.19)', async (t) => {
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number)
+  if (major === 20 && minor < 19) return t.skip('require(esm) needs Node 20.19')
+  const entry = fileURLToPath(new URL('../src/index.js', import.meta.url))
+  const script = `const fc = require(${JSON.stringify(entry)}); const p = new fc.Peer({ self: 'http://127.0.0.1:1' }); p.ready.then(() => { console.log(typeof fc.Peer, typeof fc.Client, p.ownerOf('http://x/')); return p.close() })`
+  const { stdout } = await promisify(execFile)(process.execPath, ['-e', script])
+  assert.equal(stdout.trim(), 'function function http://127.0.0.1:1')
+})
