@@ -1,6 +1,7 @@
 import type { Dispatcher } from 'undici'
 import type { CallerHandler } from './dispatch/compat.js'
 import type { CallerController } from './dispatch/controller.js'
+import { Deadline } from './dispatch/deadline.js'
 import { PeerProtocolError } from './errors.js'
 import { endToEndResponseHeaders, headerString, type ResponseHeaders } from './headers.js'
 
@@ -30,6 +31,8 @@ export interface PassThroughHooks {
   onStatus?: (status: number, headers: ResponseHeaders) => Promise<void> | void
   /** Cache-Status to add, when the response did not come from a cache that set one. */
   cacheStatus?: string
+  /** Milliseconds to wait for response headers before failing with HeadersTimeoutError. */
+  headersTimeout?: number
 }
 
 type Deferred = { kind: 'data', chunk: Buffer } | { kind: 'end', trailers: ResponseHeaders } | { kind: 'error', err: Error }
@@ -45,17 +48,33 @@ export class PassThroughHandler implements Handler {
   // Events held back while onStatus's promise is pending.
   #held: Deferred[] | null = null
 
+  readonly #deadline: Deadline | undefined
+  // Set once an error (a timeout included) has gone to the caller: later events are stale.
+  #errored = false
+
   constructor (sink: CallerHandler, ctl: CallerController, hooks: PassThroughHooks = {}) {
     this.sink = sink
     this.ctl = ctl
     this.#hooks = hooks
+    if (hooks.headersTimeout !== undefined) {
+      this.#deadline = new Deadline(hooks.headersTimeout, (err) => this.onResponseError(null, err))
+    }
+  }
+
+  /** True once this handler's response no longer goes to the caller. */
+  protected isStale (): boolean {
+    return this.#errored
   }
 
   onRequestStart (controller: Controller): void {
+    this.#deadline?.attach(controller)
+    if (this.isStale()) return
     this.ctl.attach(controller)
   }
 
   onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusText?: string): void {
+    this.#deadline?.clear()
+    if (this.isStale()) return
     const out = endToEndResponseHeaders(headers)
     if (this.#hooks.cacheStatus !== undefined && out['cache-status'] === undefined) out['cache-status'] = this.#hooks.cacheStatus
     const pending = this.#hooks.onStatus?.(status, out)
@@ -90,6 +109,9 @@ export class PassThroughHandler implements Handler {
   }
 
   onResponseError (_controller: Controller | null, err: Error): void {
+    this.#deadline?.clear()
+    if (this.#errored) return
+    this.#errored = true
     if (this.#held !== null) this.#held.push({ kind: 'error', err })
     else this.sink.onResponseError(this.ctl, err)
   }
@@ -112,8 +134,9 @@ export class ForwardHandler extends PassThroughHandler {
    *   failed (unreachable, timed out, shutting down) rather than reporting an origin failure.
    * @param onSuccess runs when the owner answered with a response of its origin's.
    */
-  constructor (sink: CallerHandler, ctl: CallerController, fallback: (err: Error, peerFault: boolean) => void, onSuccess: () => void) {
-    super(sink, ctl)
+  constructor (sink: CallerHandler, ctl: CallerController, fallback: (err: Error, peerFault: boolean) => void, onSuccess: () => void,
+    headersTimeout?: number) {
+    super(sink, ctl, headersTimeout === undefined ? {} : { headersTimeout })
     this.#fallback = fallback
     this.#onSuccess = onSuccess
   }
@@ -131,6 +154,10 @@ export class ForwardHandler extends PassThroughHandler {
     this.#started = true
     this.#onSuccess()
     super.onResponseStart(controller, status, headers, statusText)
+  }
+
+  protected override isStale (): boolean {
+    return this.#failed || super.isStale()
   }
 
   override onResponseData (controller: Controller, chunk: Buffer): void {

@@ -124,6 +124,18 @@ export interface PeerOptions extends RouterOptions {
    */
   maxEntrySize?: number
   /**
+   * Bytes for copies of hot keys owned by other peers, so one hot URL does not pin its
+   * owner's network; at most maxSize / 8. 0 turns hot copies off.
+   * @default floor(maxSize / 8)
+   */
+  hotSize?: number
+  /**
+   * Requests for a key (among the 10,000 most recently counted) after which this peer keeps a
+   * hot copy of the owner's response. Hot copies are served only while fresh.
+   * @default 8
+   */
+  hotThreshold?: number
+  /**
    * The clock, in milliseconds since the epoch, for freshness and age. Injected by tests.
    * @default Date.now
    */
@@ -160,6 +172,8 @@ export interface ResolvedPeerOptions extends ResolvedRouterOptions {
   maxSize: number
   maxHostSize: number
   maxEntrySize: number
+  hotSize: number
+  hotThreshold: number
   now: () => number
 }
 
@@ -246,5 +260,8 @@ export function resolvePeerOptions (opts: PeerOptions): ResolvedPeerOptions {
   if (maxHostSize > maxSize) throw new InvalidArgumentError('expected opts.maxHostSize to be at most opts.maxSize')
   if (maxEntrySize > maxHostSize) throw new InvalidArgumentError('expected opts.maxEntrySize to be at most opts.maxHostSize')
   if (opts.now !== undefined && typeof opts.now !== 'function') throw new InvalidArgumentError('expected opts.now to be a function')
-  return { ...base, self, maxSize, maxHostSize, maxEntrySize, now: opts.now ?? Date.now }
+  const hotSize = o.hotSize === 0 ? 0 : positiveInteger(o, 'hotSize', Math.floor(maxSize / 8))
+  if (hotSize > maxSize / 8) throw new InvalidArgumentError('expected opts.hotSize to be at most opts.maxSize / 8')
+  const hotThreshold = positiveInteger(o, 'hotThreshold', 8)
+  return { ...base, self, maxSize, maxHostSize, maxEntrySize, hotSize, hotThreshold, now: opts.now ?? Date.now }
 }

@@ -1,3 +1,4 @@
+import { HotCache } from './cache/hot-cache.js'
 import { LocalCache, type CacheRequest } from './cache/local-cache.js'
 import { Store } from './cache/store.js'
 import type { CallerHandler } from './dispatch/compat.js'
@@ -44,6 +45,9 @@ export class Peer extends Router {
       originTimeout: resolved.originTimeout,
       bodyTimeout: resolved.bodyTimeout
     })
+    if (resolved.hotSize > 0) {
+      this.hot = new HotCache({ maxSize: resolved.hotSize, maxEntrySize: resolved.maxEntrySize, threshold: resolved.hotThreshold, now: resolved.now })
+    }
     this.onPeersChanged(resolved.peers)
   }
 
@@ -123,6 +127,8 @@ export class Peer extends Router {
       evictions: c.evictions,
       hosts: c.hosts,
       flights: this.#cache.flights + this.forwardFlights,
+      hotHits: this.hot?.hits ?? 0,
+      hotBytes: this.hot?.counters.bytes ?? 0,
       perHost
     }
   }
@@ -134,6 +140,7 @@ export class Peer extends Router {
   }
 
   protected override onDestroyed (): void {
+    this.hot?.clear()
     this.#store.clear()
   }
 }

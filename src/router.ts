@@ -1,4 +1,5 @@
 import { Agent, Dispatcher } from 'undici'
+import type { HotCache } from './cache/hot-cache.js'
 import type { CacheRequest } from './cache/local-cache.js'
 import { CACHE_NAME, coalescable, shareable } from './cache/local-cache.js'
 import { parseCacheControl } from './cache/policy.js'
@@ -166,6 +167,9 @@ export abstract class Router extends Dispatcher {
     return ''
   }
 
+  /** Copies of hot keys owned by other peers (Peer only). */
+  protected hot: HotCache | undefined
+
   /** True when this instance serves `owner`'s keys itself. */
   protected abstract isSelf (owner: string): boolean
 
@@ -238,12 +242,17 @@ export abstract class Router extends Dispatcher {
       this.serveOwned(req, sink, ctl)
       return
     }
+    let hot = false
+    if (this.hot !== undefined) {
+      if (this.hot.tryServe(req, sink, ctl)) return
+      hot = this.hot.count(req)
+    }
     if (coalescable(req)) {
       // At most one forward per key in flight from this peer: identical requests that arrive
       // before its response starts share it.
       const flightKey = `${req.method} ${req.key}`
       const existing = this.#forwards.get(flightKey)
-      if (existing !== undefined && existing.join(sink, ctl, () => this.#forward(owner, req, sink, ctl), req.headers)) {
+      if (existing !== undefined && existing.join(sink, ctl, () => this.#forward(owner, req, sink, ctl, false), req.headers)) {
         this.counters.add('coalescedWaits')
         return
       }
@@ -253,13 +262,14 @@ export abstract class Router extends Dispatcher {
       )
       fanout.join(sink, ctl, () => {}, req.headers, true)
       this.#forwards.set(flightKey, fanout)
-      this.#forward(owner, req, fanout, fanout.ctl)
+      this.#forward(owner, req, fanout, fanout.ctl, hot)
       return
     }
-    this.#forward(owner, req, sink, ctl)
+    this.#forward(owner, req, sink, ctl, hot)
   }
 
-  #forward (owner: string, req: CacheRequest, sink: CallerHandler, ctl: CallerController): void {
+  #forward (owner: string, req: CacheRequest, sink: CallerHandler, ctl: CallerController, hot: boolean): void {
+    if (hot && this.hot !== undefined) sink = this.hot.recorder(req, sink)
     this.counters.add('forwards')
     if (channels.forward.hasSubscribers) channels.forward.publish({ self: this.selfUrl, url: req.key, owner })
     const { pool, basePath } = this.#pools.get(owner)
@@ -272,7 +282,7 @@ export abstract class Router extends Dispatcher {
     }, () => {
       this.counters.latency.peer.observe((performance.now() - started) / 1000)
       this.#health.success(owner)
-    })
+    }, this.options.peerTimeout)
     try {
       pool.dispatch({
         path: `${basePath}${this.options.path}?q=${encodeURIComponent(req.key)}`,
@@ -295,7 +305,7 @@ export abstract class Router extends Dispatcher {
   /** Fetches from the origin without the cache, marking why in Cache-Status. */
   protected direct (req: CacheRequest, sink: CallerHandler, ctl: CallerController, why: string): void {
     this.counters.add('originFetches')
-    const handler = new PassThroughHandler(sink, ctl, { cacheStatus: `${CACHE_NAME}; fwd=bypass; detail=${why}` })
+    const handler = new PassThroughHandler(sink, ctl, { cacheStatus: `${CACHE_NAME}; fwd=bypass; detail=${why}`, headersTimeout: this.options.originTimeout })
     try {
       this.originDispatcher.dispatch({
         origin: req.url.origin,
@@ -359,6 +369,7 @@ export abstract class Router extends Dispatcher {
    * never rejects.
    */
   protected invalidate (url: URL): Promise<void> | undefined {
+    this.hot?.invalidate(url)
     const owner = this.#ring?.get(url.href)
     if (owner === undefined || this.isSelf(owner)) {
       this.invalidateOwned(url)

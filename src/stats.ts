@@ -44,10 +44,14 @@ export interface PeerStats {
   hosts: number
   /** Keys with an origin fetch or a forward in flight (coalescing table size): 0 when idle. */
   flights: number
+  /** Requests answered from hot copies of keys owned by other peers. */
+  hotHits: number
+  /** Bytes held in hot copies. */
+  hotBytes: number
   perHost: Record<string, HostStats>
 }
 
-export type CounterName = Exclude<keyof PeerStats, 'perHost' | 'cacheBytes' | 'cacheEntries' | 'evictions' | 'hosts' | 'flights'>
+export type CounterName = Exclude<keyof PeerStats, 'perHost' | 'cacheBytes' | 'cacheEntries' | 'evictions' | 'hosts' | 'flights' | 'hotHits' | 'hotBytes'>
 export type HostCounterName = Exclude<keyof HostStats, 'bytes'>
 
 // Bounds the per-host table: a peer asked for a million hosts must not keep a million rows.

@@ -1,6 +1,7 @@
 import type { Dispatcher } from 'undici'
 import type { CallerHandler } from '../dispatch/compat.js'
 import type { CallerController } from '../dispatch/controller.js'
+import { Deadline } from '../dispatch/deadline.js'
 import { Fanout } from '../dispatch/fanout.js'
 import { TruncatedBodyError } from '../errors.js'
 import { addVia, endToEndResponseHeaders, headerString, toRawHeaders, type RequestHeaders, type ResponseHeaders } from '../headers.js'
@@ -316,6 +317,7 @@ class OriginResponseHandler implements Handler {
   readonly #settled: () => void
   readonly #stale: StoredResponse | undefined
   readonly #started = performance.now()
+  readonly #deadline: Deadline
 
   #status = 0
   // The origin failed with a 5xx and a stale copy answers instead: swallow the 5xx's body.
@@ -343,13 +345,18 @@ class OriginResponseHandler implements Handler {
     this.#requestTime = requestTime
     this.#settled = settled
     this.#stale = stale
+    this.#deadline = new Deadline(o.originTimeout, (err) => this.onResponseError(null, err))
   }
 
   onRequestStart (controller: Controller): void {
+    this.#deadline.attach(controller)
+    if (this.#done) return
     this.#ctl.attach(controller)
   }
 
   onResponseStart (_controller: Controller, status: number, rawHeaders: ResponseHeaders, statusText?: string): void {
+    this.#deadline.clear()
+    if (this.#done) return
     this.#o.counters.latency.origin.observe((performance.now() - this.#started) / 1000)
     const req = this.#req
     const headers = endToEndResponseHeaders(rawHeaders)
@@ -399,7 +406,7 @@ class OriginResponseHandler implements Handler {
   }
 
   onResponseData (_controller: Controller, chunk: Buffer): void {
-    if (this.#notModified !== null || this.#replacedByStale) return
+    if (this.#done || this.#notModified !== null || this.#replacedByStale) return
     if (this.#record) {
       this.#bytes += chunk.length
       if (this.#bytes > this.#o.maxEntrySize) {
@@ -479,6 +486,7 @@ class OriginResponseHandler implements Handler {
   }
 
   onResponseError (_controller: Controller | null, err: Error): void {
+    this.#deadline.clear()
     if (this.#done) return
     this.#done = true
     this.#record = false

@@ -1,0 +1,171 @@
+import { LRUCache } from 'lru-cache'
+import type { Dispatcher } from 'undici'
+import type { CallerHandler } from '../dispatch/compat.js'
+import type { CallerController } from '../dispatch/controller.js'
+import { headerString, type ResponseHeaders } from '../headers.js'
+import type { CacheRequest } from './local-cache.js'
+import { CACHE_NAME } from './local-cache.js'
+import { computeFreshness, currentAge, decideReuse, decideStorage, varyMatches } from './policy.js'
+import { replay } from './replay.js'
+import { entrySize, Store, type StoredResponse } from './store.js'
+
+type Controller = Dispatcher.DispatchController
+
+export interface HotCacheOptions {
+  /** Bytes for hot copies. */
+  maxSize: number
+  maxEntrySize: number
+  /** Requests for a key, among the recently counted ones, before its responses are copied. */
+  threshold: number
+  now: () => number
+}
+
+/**
+ * A small cache on a non-owner peer for keys it is asked for often, so one hot URL does not
+ * pin its owner's network. Only fresh copies are served; anything else goes to the owner as
+ * usual, so the owner stays the one place that fetches from the origin.
+ */
+export class HotCache {
+  readonly #o: HotCacheOptions
+  readonly #store: Store
+  // Request counts of recently seen keys; bounded, so cold keys age out.
+  readonly #counts = new LRUCache<string, number>({ max: 10_000 })
+  hits = 0
+
+  constructor (options: HotCacheOptions) {
+    this.#o = options
+    this.#store = new Store({ maxSize: options.maxSize, maxHostSize: options.maxSize, maxEntrySize: Math.min(options.maxEntrySize, options.maxSize) })
+  }
+
+  get counters (): { bytes: number, entries: number } {
+    const c = this.#store.counters()
+    return { bytes: c.bytes, entries: c.entries }
+  }
+
+  /** Serves a fresh hot copy; false when there is none. */
+  tryServe (req: CacheRequest, sink: CallerHandler, ctl: CallerController): boolean {
+    const variants = this.#store.get(req.url.host, req.key)
+    if (variants === undefined) return false
+    const now = this.#o.now()
+    for (const v of variants) {
+      if (!varyMatches(v.freshness, req.headers)) continue
+      // Only fresh: validation and stale service are the owner's business.
+      if (decideReuse(v.freshness, req.directives, req.headers, now).action !== 'fresh') return false
+      if (req.headers['if-none-match'] !== undefined || req.headers['if-modified-since'] !== undefined) return false
+      this.hits++
+      const age = Math.floor(currentAge(v.freshness, now))
+      const headers: ResponseHeaders = { ...v.headers, age: String(age), 'cache-status': `${CACHE_NAME}; hit; detail=hot` }
+      replay(sink, ctl, v.status, v.statusText, headers, req.method === 'HEAD' ? [] : v.body)
+      return true
+    }
+    return false
+  }
+
+  /** Counts a request for a key; true once the key is hot enough to copy. */
+  count (req: CacheRequest): boolean {
+    if (req.method !== 'GET') return false
+    const n = (this.#counts.get(req.key) ?? 0) + 1
+    this.#counts.set(req.key, n)
+    return n >= this.#o.threshold
+  }
+
+  /** A sink that copies the owner's response into the hot cache on its way to `sink`. */
+  recorder (req: CacheRequest, sink: CallerHandler): CallerHandler {
+    return new HotRecorder(this.#store, this.#o, req, sink)
+  }
+
+  invalidate (url: URL): void {
+    this.#store.delete(url.host, url.href)
+  }
+
+  clear (): void {
+    this.#store.clear()
+  }
+}
+
+/** Passes an owner's response through while copying it, if a shared cache may store it. */
+class HotRecorder implements CallerHandler {
+  readonly legacy = false
+  readonly #store: Store
+  readonly #o: HotCacheOptions
+  readonly #req: CacheRequest
+  readonly #sink: CallerHandler
+  readonly #requestTime: number
+  #record = false
+  #status = 0
+  #statusText = ''
+  #headers: ResponseHeaders = {}
+  #ownerHeaders: ResponseHeaders = {}
+  #chunks: Buffer[] = []
+  #bytes = 0
+
+  constructor (store: Store, o: HotCacheOptions, req: CacheRequest, sink: CallerHandler) {
+    this.#store = store
+    this.#o = o
+    this.#req = req
+    this.#sink = sink
+    this.#requestTime = o.now()
+  }
+
+  onRequestStart (controller: Controller, context: unknown): void {
+    this.#sink.onRequestStart(controller, context)
+  }
+
+  onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusMessage?: string): void {
+    const decision = decideStorage('GET', this.#req.headers, status, headers)
+    const cl = headerString(headers, 'content-length')
+    if (decision.store && (cl === undefined || Number(cl) <= this.#o.maxEntrySize)) {
+      this.#record = true
+      this.#status = status
+      this.#statusText = statusMessage ?? ''
+      this.#ownerHeaders = decision.headers
+      const stored: ResponseHeaders = { ...decision.headers }
+      delete stored.age
+      delete stored['cache-status']
+      this.#headers = stored
+    }
+    this.#sink.onResponseStart(controller, status, headers, statusMessage)
+  }
+
+  startRaw (): void {
+    throw new Error('startRaw is for legacy handlers')
+  }
+
+  onResponseData (controller: Controller, chunk: Buffer): void {
+    if (this.#record) {
+      this.#bytes += chunk.length
+      if (this.#bytes > this.#o.maxEntrySize) {
+        this.#record = false
+        this.#chunks = []
+      } else {
+        this.#chunks.push(chunk)
+      }
+    }
+    this.#sink.onResponseData(controller, chunk)
+  }
+
+  onResponseEnd (controller: Controller, trailers: ResponseHeaders): void {
+    const cl = headerString(this.#headers, 'content-length')
+    if (this.#record && (cl === undefined || Number(cl) === this.#bytes)) {
+      const req = this.#req
+      // The owner's Age counts: a hot copy is never fresher than the owner's.
+      const stored: StoredResponse = {
+        status: this.#status,
+        statusText: this.#statusText,
+        headers: this.#headers,
+        body: this.#chunks,
+        bodyLength: this.#bytes,
+        freshness: computeFreshness(this.#status, req.headers, this.#ownerHeaders, this.#requestTime, this.#o.now()),
+        size: entrySize(req.key, this.#headers, this.#bytes)
+      }
+      this.#store.put(req.url.host, req.key, stored)
+    }
+    this.#sink.onResponseEnd(controller, trailers)
+  }
+
+  onResponseError (controller: Controller, err: Error): void {
+    this.#record = false
+    this.#chunks = []
+    this.#sink.onResponseError(controller, err)
+  }
+}
