@@ -43,7 +43,8 @@ export class Peer extends Router {
       now: resolved.now,
       maxEntrySize: resolved.maxEntrySize,
       originTimeout: resolved.originTimeout,
-      bodyTimeout: resolved.bodyTimeout
+      bodyTimeout: resolved.bodyTimeout,
+      track: (ctl) => this.track(ctl)
     })
     if (resolved.hotSize > 0) {
       this.hot = new HotCache({ maxSize: resolved.hotSize, maxEntrySize: resolved.maxEntrySize, threshold: resolved.hotThreshold, now: resolved.now })

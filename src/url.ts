@@ -6,6 +6,11 @@ import { InvalidArgumentError } from './errors.js'
  * fragment, which never reaches an origin.
  */
 export function normaliseOriginUrl (input: string | URL): URL {
+  // WHATWG URL parsing silently drops tabs and newlines and encodes NUL: a URL that needed
+  // that would reach the origin as something other than what was asked for.
+  if (typeof input === 'string' && /[\x00-\x1f\x7f]/.test(input)) {
+    throw new InvalidArgumentError('URLs may not contain control characters (CR, LF, NUL, ...)')
+  }
   let url: URL
   try {
     url = typeof input === 'string' ? new URL(input) : new URL(input.href)

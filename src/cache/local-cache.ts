@@ -8,9 +8,10 @@ import { addVia, endToEndResponseHeaders, headerString, toRawHeaders, type Reque
 import type { Counters } from '../stats.js'
 import {
   computeFreshness, conditionalMatches, currentAge, decideReuse, decideStorage, hasValidator,
-  mergeNotModified, notModifiedMatches, staleIfErrorAllows, varyMatches, type Directives
+  mergeNotModified, notModifiedMatches, staleIfErrorAllows, varyMatches, type Directives, type Freshness
 } from './policy.js'
 import { replay } from './replay.js'
+import { CallerController as BackgroundController } from '../dispatch/controller.js'
 import { channels } from '../observe/channels.js'
 import { entrySize, type Store, type StoredResponse } from './store.js'
 
@@ -38,6 +39,8 @@ export interface LocalCacheOptions {
   maxEntrySize: number
   originTimeout: number
   bodyTimeout: number
+  /** Registers background work (revalidations) so close() waits for it. */
+  track?: (ctl: CallerController) => () => void
 }
 
 /** RFC 9211 cache name. */
@@ -135,14 +138,19 @@ export class LocalCache {
 
     if (selected !== undefined) {
       const reuse = decideReuse(selected.freshness, req.directives, req.headers, now())
-      if (reuse.action === 'fresh' || reuse.action === 'stale') {
+      if (reuse.action !== 'validate') {
         if (channels.hit.hasSubscribers) {
           channels.hit.publish({ self: this.#o.self, url: req.key, status: selected.status, age: currentAge(selected.freshness, now()) })
         }
         counters.add('localHits')
         counters.addHost(host, 'hits')
-        if (reuse.action === 'stale') counters.add('staleServed')
-        this.#serveStored(req, selected, sink, ctl, reuse.action === 'stale' ? 'hit; detail=stale' : 'hit')
+        if (reuse.action === 'fresh') {
+          this.#serveStored(req, selected, sink, ctl, 'hit')
+          return
+        }
+        counters.add('staleServed')
+        if (reuse.action === 'stale-revalidate') this.#revalidateInBackground(req, selected)
+        this.#serveStored(req, selected, sink, ctl, reuse.action === 'stale' ? 'hit; detail=stale' : 'hit; detail=stale-while-revalidate')
         return
       }
       // RFC 9111 section 5.2.1.7
@@ -217,6 +225,22 @@ export class LocalCache {
     }
   }
 
+  /**
+   * One validation per key in the background (RFC 5861 stale-while-revalidate): none starts
+   * while any origin fetch for the key is already in flight, however many stale hits arrive.
+   */
+  #revalidateInBackground (req: CacheRequest, stale: StoredResponse): void {
+    if (this.#flights.has(req.key)) return
+    const ctl = new BackgroundController()
+    const untrack = this.#o.track?.(ctl) ?? (() => {})
+    const sink = new DiscardSink(untrack)
+    // Without the caller's conditionals, range or cache directives: only what selects the variant.
+    const bg: CacheRequest = { ...req, method: 'GET', headers: withoutConditionals(req.headers), directives: new Map() }
+    delete bg.headers.range
+    this.#o.counters.add('revalidations')
+    this.#lead(bg, sink, ctl, hasValidator(stale.freshness) ? stale : undefined, 'stale', stale)
+  }
+
   /** Drops every stored variant of a URL (RFC 9111 section 4.4). */
   invalidate (url: URL): void {
     const n = this.#o.store.delete(url.host, url.href)
@@ -236,6 +260,13 @@ export class LocalCache {
     if (hasConditional(req.headers) && conditionalMatches(f, req.headers)) {
       replay(sink, ctl, 304, 'Not Modified', notModifiedHeaders(headers), [])
       return
+    }
+    if (req.method === 'GET' && req.headers.range !== undefined && stored.status === 200) {
+      const partial = rangeOf(req.headers, f, stored)
+      if (partial !== undefined) {
+        replay(sink, ctl, partial.status, partial.status === 206 ? 'Partial Content' : 'Range Not Satisfiable', { ...headers, ...partial.headers }, partial.body)
+        return
+      }
     }
     const body = req.method === 'HEAD' ? [] : stored.body
     replay(sink, ctl, stored.status, stored.statusText, headers, body, () => {
@@ -283,6 +314,11 @@ export class LocalCache {
     }
   }
 
+  /** Fetches the whole response again, unconditionally, for a request whose validation misfired. */
+  refetch (req: CacheRequest, sink: CallerHandler, ctl: CallerController): void {
+    this.#fetch(req, sink, ctl, undefined, 'stale')
+  }
+
   /** Serves a stored response after a successful validation (a 304 from the origin). */
   serveValidated (req: CacheRequest, stored: StoredResponse, sink: CallerHandler, ctl: CallerController): void {
     this.#serveStored(req, stored, sink, ctl, 'fwd-status=304', 'stale')
@@ -293,7 +329,7 @@ export class LocalCache {
    * when its directives allow it; returns false when they do not.
    */
   serveStaleOnError (req: CacheRequest, stale: StoredResponse | undefined, sink: CallerHandler, ctl: CallerController, status?: number): boolean {
-    if (stale === undefined || !staleIfErrorAllows(stale.freshness, req.directives, this.#o.now())) return false
+    if (stale === undefined || !staleIfErrorAllows(stale.freshness, req.directives, this.#o.now(), status === undefined)) return false
     this.#o.counters.add('staleServed')
     this.#serveStored(req, stale, sink, ctl, `${status === undefined ? '' : `fwd-status=${status}; `}detail=stale-if-error`, 'stale')
     return true
@@ -356,7 +392,8 @@ class OriginResponseHandler implements Handler {
 
   onResponseStart (_controller: Controller, status: number, rawHeaders: ResponseHeaders, statusText?: string): void {
     this.#deadline.clear()
-    if (this.#done) return
+    // Interim (1xx) responses are hop-by-hop news, not the response: wait for the final one.
+    if (this.#done || status < 200) return
     this.#o.counters.latency.origin.observe((performance.now() - this.#started) / 1000)
     const req = this.#req
     const headers = endToEndResponseHeaders(rawHeaders)
@@ -433,10 +470,10 @@ class OriginResponseHandler implements Handler {
     if (this.#notModified !== null) {
       const old = this.#validating as StoredResponse
       if (!notModifiedMatches(old.freshness, this.#notModified)) {
-        // The 304 is for some other representation; the caller still needs a whole response.
-        store.delete(req.url.host, req.key)
+        // The 304 is for some other representation (RFC 9111 section 4.3.4: update nothing);
+        // the caller still needs a whole response, so ask again without conditions.
         this.#settled()
-        this.#sink.onResponseError(this.#ctl, new Error('origin answered 304 for a representation that is not stored'))
+        this.#cache.refetch(req, this.#sink, this.#ctl)
         return
       }
       const headers = mergeNotModified(old.headers, this.#notModified)
@@ -485,9 +522,15 @@ class OriginResponseHandler implements Handler {
     this.#sink.onResponseEnd(this.#ctl, trailers)
   }
 
-  onResponseError (_controller: Controller | null, err: Error): void {
+  onResponseError (controller: Controller | null, err: Error): void {
     this.#deadline.clear()
     if (this.#done) return
+    // A 304 has no body whatever its Content-Length says (RFC 9110 section 15.4.5); undici
+    // still counts the missing bytes as an error, after the headers were complete.
+    if (this.#notModified !== null && (err as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+      this.onResponseEnd(controller as Controller, {})
+      return
+    }
     this.#done = true
     this.#record = false
     this.#chunks = []
@@ -496,4 +539,75 @@ class OriginResponseHandler implements Handler {
     if (this.#status === 0 && !this.#ctl.aborted && this.#cache.serveStaleOnError(this.#req, this.#stale, this.#sink, this.#ctl)) return
     this.#sink.onResponseError(this.#ctl, err)
   }
+}
+
+/** Swallows a background response; only its side effect on the store matters. */
+class DiscardSink implements CallerHandler {
+  readonly legacy = false
+  readonly #onDone: () => void
+  #done = false
+
+  constructor (onDone: () => void) {
+    this.#onDone = onDone
+  }
+
+  onRequestStart (): void {}
+  onResponseStart (): void {}
+  startRaw (): void {}
+  onResponseData (): void {}
+
+  onResponseEnd (): void {
+    this.#finish()
+  }
+
+  onResponseError (): void {
+    this.#finish()
+  }
+
+  #finish (): void {
+    if (this.#done) return
+    this.#done = true
+    this.#onDone()
+  }
+}
+
+interface Partial { status: 206 | 416, headers: ResponseHeaders, body: Buffer[] }
+
+/**
+ * A single byte range of a stored complete response (RFC 9110 section 14), or undefined to
+ * serve the whole response (several ranges, a unit other than bytes, or a failed If-Range).
+ */
+function rangeOf (requestHeaders: RequestHeaders, f: Freshness, stored: StoredResponse): Partial | undefined {
+  const m = /^bytes=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(requestHeaders.range as string)
+  if (m === null || (m[1] === '' && m[2] === '')) return undefined
+  const ifRange = requestHeaders['if-range']
+  if (ifRange !== undefined) {
+    // Section 13.1.5: a strong entity-tag match, or the exact Last-Modified date.
+    const strong = f.etag !== undefined && !f.etag.startsWith('W/') && ifRange.trim() === f.etag.trim()
+    if (!strong && ifRange.trim() !== f.lastModified) return undefined
+  }
+  const length = stored.bodyLength
+  let start: number
+  let end: number
+  if (m[1] === '') {
+    const suffix = Number(m[2])
+    if (suffix === 0) return unsatisfiable(length)
+    start = Math.max(0, length - suffix)
+    end = length - 1
+  } else {
+    start = Number(m[1])
+    end = m[2] === '' ? length - 1 : Math.min(Number(m[2]), length - 1)
+    if (m[2] !== '' && Number(m[2]) < start) return undefined
+  }
+  if (start >= length) return unsatisfiable(length)
+  const whole = stored.body.length === 1 ? stored.body[0] as Buffer : Buffer.concat(stored.body as Buffer[])
+  return {
+    status: 206,
+    headers: { 'content-range': `bytes ${start}-${end}/${length}`, 'content-length': String(end - start + 1) },
+    body: [whole.subarray(start, end + 1)]
+  }
+}
+
+function unsatisfiable (length: number): Partial {
+  return { status: 416, headers: { 'content-range': `bytes */${length}`, 'content-length': '0' }, body: [] }
 }

@@ -55,13 +55,22 @@ export function parseCacheControl (value: string | undefined): Directives {
     const m = DIRECTIVE.exec(element)
     if (m === null) continue
     const name = (m[1] as string).toLowerCase()
-    if (out.has(name)) continue
     const quoted = m[2]
     const bare = m[3]
-    out.set(name, quoted !== undefined ? quoted.replace(/\\(.)/g, '$1') : bare !== undefined ? bare : true)
+    const value: string | true = quoted !== undefined ? quoted.replace(/\\(.)/g, '$1') : bare !== undefined ? bare : true
+    const previous = out.get(name)
+    if (previous === undefined) {
+      out.set(name, value)
+    } else if (RESTRICTIVE_LISTS.has(name)) {
+      // private and no-cache: the unqualified form is the stricter and wins; qualified
+      // field lists add up. A repeat must never loosen what an earlier one said.
+      out.set(name, previous === true || value === true ? true : `${previous}, ${value}`)
+    }
   }
   return out
 }
+
+const RESTRICTIVE_LISTS = new Set(['private', 'no-cache'])
 
 const MAX_DELTA = 2147483648 // RFC 9111 section 1.2.2: the largest delta-seconds to send or accept
 
@@ -77,8 +86,9 @@ export function parseDeltaSeconds (value: string | true | undefined): number | u
 
 const MONTHS: Record<string, number> = { jan: 0, feb: 1, mar: 2, apr: 3, may: 4, jun: 5, jul: 6, aug: 7, sep: 8, oct: 9, nov: 10, dec: 11 }
 // RFC 9110 section 5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms, all GMT.
-const IMF_FIXDATE = /^[A-Za-z]{3}, (\d{2}) ([A-Za-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT$/
-const RFC850 = /^[A-Za-z]{6,9}, (\d{2})-([A-Za-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT$/
+// "GMT" is case-sensitive in the grammar, but recipients are lenient about it in practice.
+const IMF_FIXDATE = /^[A-Za-z]{3}, (\d{2}) ([A-Za-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT$/i
+const RFC850 = /^[A-Za-z]{6,9}, (\d{2})-([A-Za-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT$/i
 const ASCTIME = /^[A-Za-z]{3} ([A-Za-z]{3}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})$/
 
 /** An HTTP-date (RFC 9110 section 5.6.7) in milliseconds, or undefined when absent or invalid. */
@@ -117,10 +127,16 @@ const parseDate = parseHttpDate
 // RFC 9110 section 15.1: statuses whose responses are heuristically cacheable.
 const HEURISTICALLY_CACHEABLE = new Set([200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501])
 
+// Fields whose list members are case-insensitive and whose order carries no meaning when
+// compared for Vary (RFC 9110 sections 12.5.1, 12.5.3, 12.5.4): normalised harder.
+const UNORDERED_LISTS = new Set(['accept-language', 'accept-encoding'])
+
 /** A field value normalised for Vary comparison: commas and runs of whitespace canonicalised. */
-function varyValue (value: string | undefined): string | undefined {
+function varyValue (field: string, value: string | undefined): string | undefined {
   if (value === undefined) return undefined
-  return value.split(',').map((v) => v.trim().replace(/\s+/g, ' ')).join(',')
+  const members = value.split(',').map((v) => v.trim().replace(/\s+/g, ' ').replace(/\s*;\s*/g, ';'))
+  if (!UNORDERED_LISTS.has(field)) return members.join(',')
+  return members.map((m) => m.toLowerCase()).filter((m) => m !== '').sort().join(',')
 }
 
 /** The field names in a Vary value, lower-cased; '*' is kept as a name. */
@@ -179,6 +195,69 @@ function formatDirectives (directives: Directives): string {
   return parts.join(', ')
 }
 
+// RFC 8941 section 3.2 dictionary members, as far as CDN-Cache-Control needs them.
+// Keys are lower case in RFC 8941; upper case is accepted and folded, as deployed caches do.
+const SF_KEY = /^[A-Za-z*][A-Za-z0-9_\-.*]*/
+const SF_BARE = /^(?:(-?\d{1,15})(?:\.\d{1,3})?|"(?:[^"\\\x00-\x1f\x7f]|\\["\\])*"|[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*|:[A-Za-z0-9+/=]*:|\?[01])/
+const CDN_INTEGER = new Set(['max-age', 's-maxage', 'stale-while-revalidate', 'stale-if-error'])
+const CDN_BOOLEAN = new Set(['no-store', 'no-cache', 'private', 'public', 'must-revalidate', 'proxy-revalidate', 'immutable'])
+
+/**
+ * CDN-Cache-Control (RFC 9213) as directives, or undefined when absent or not a valid
+ * Structured Field Dictionary (then it is ignored, as the RFC requires), or when a directive
+ * this cache acts on has a value of the wrong type.
+ */
+export function parseCdnCacheControl (value: string | undefined): Directives | undefined {
+  if (value === undefined) return undefined
+  const out: Directives = new Map()
+  let rest = value.trim()
+  while (rest.length > 0) {
+    const keyMatch = SF_KEY.exec(rest)
+    if (keyMatch === null) return undefined
+    const key = keyMatch[0].toLowerCase()
+    rest = rest.slice(key.length)
+    let item: string | true = true
+    if (rest.startsWith('=')) {
+      const bare = SF_BARE.exec(rest.slice(1))
+      if (bare === null) return undefined
+      item = bare[0]
+      rest = rest.slice(1 + item.length)
+      if (item === '?1') item = true
+    }
+    // Parameters are allowed and carry nothing forwardcache uses.
+    while (rest.startsWith(';')) {
+      const param = /^;\s*[a-z*][a-z0-9_\-.*]*(?:=(?:-?\d{1,15}(?:\.\d{1,3})?|"(?:[^"\\]|\\.)*"|[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*|\?[01]))?/.exec(rest)
+      if (param === null) return undefined
+      rest = rest.slice(param[0].length)
+    }
+    if (CDN_INTEGER.has(key) && (typeof item !== 'string' || !/^\d+$/.test(item))) return undefined
+    if (CDN_BOOLEAN.has(key) && item !== true) return undefined
+    if (!out.has(key) && item !== '?0') out.set(key, item === true ? true : String(Math.min(Number(item), MAX_DELTA)))
+    rest = rest.replace(/^[ \t]*/, '')
+    if (rest.length === 0) break
+    if (!rest.startsWith(',')) return undefined
+    rest = rest.slice(1).replace(/^[ \t]*/, '')
+    if (rest.length === 0) return undefined
+  }
+  return out
+}
+
+/**
+ * The headers caching decisions are made on: when a valid CDN-Cache-Control is present, its
+ * directives replace Cache-Control and Expires (RFC 9213 section 2.1); the stored and served
+ * headers keep every original field.
+ */
+export function decisionHeaders (headers: ResponseHeaders): ResponseHeaders {
+  const cdn = parseCdnCacheControl(headerString(headers, 'cdn-cache-control'))
+  if (cdn === undefined) return headers
+  const out: ResponseHeaders = { ...headers, 'cache-control': formatDirectives(cdn) }
+  delete out.expires
+  return out
+}
+
+// Statuses whose caching requirements this cache implements (RFC 9111 section 5.2.2.3).
+const UNDERSTOOD = new Set([200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501])
+
 /**
  * RFC 9111 section 3: may a shared cache store this response to this request?
  */
@@ -207,17 +286,35 @@ export function decideStorage (
   }
   const no = (reason: string): StorageDecision => ({ store: false, reason, headers })
   if (method !== 'GET') return no('method')
-  if (status === 206 || status === 304) return no('partial or not-modified response')
+  // Section 3: only final responses; partial and not-modified ones are never entries here.
+  if (status < 200 || status === 206 || status === 304) return no('not a complete final response')
   if (requestHeaders.range !== undefined) return no('range request')
   const vary = varyFields(headerString(headers, 'vary'))
   if (vary.includes('*')) return no('vary-star')
-  const cc = parseCacheControl(headerString(headers, 'cache-control'))
+  const decide = decisionHeaders(headers)
+  const cc = parseCacheControl(headerString(decide, 'cache-control'))
   // A shared cache replaying Set-Cookie would hand one user's session to the next; only an
   // explicit `public` says the origin meant it (the same line http-cache-semantics draws).
   if (headers['set-cookie'] !== undefined && !cc.has('public')) return no('set-cookie')
+  // http-cache-semantics reads directive names case-sensitively: give it the parsed,
+  // lower-cased directives, so `No-Store` and `PRIVATE` mean what they say.
+  let policyHeaders = { ...joinForPolicy(decide), 'cache-control': formatDirectives(cc) }
+  if (cc.has('must-understand')) {
+    // Section 5.2.2.3: must-understand stores only statuses whose rules are implemented,
+    // and then overrides no-store.
+    if (!UNDERSTOOD.has(status)) return no('must-understand')
+    const without = new Map(cc)
+    without.delete('no-store')
+    policyHeaders = { ...policyHeaders, 'cache-control': formatDirectives(without) }
+  }
+  // http-cache-semantics only stores the statuses it lists, but section 3 lets any final
+  // status be stored when its freshness is explicit: present those as a 200 to its checks,
+  // which then judge everything else (no-store, private, Authorization, explicit freshness).
+  const explicit = cc.has('max-age') || cc.has('s-maxage') || cc.has('public') || decide.expires !== undefined
+  const policyStatus = !UNDERSTOOD.has(status) && explicit ? 200 : status
   const policy = new CachePolicy(
     { method, url: '/', headers: joinForPolicy(requestHeaders) },
-    { status, headers: joinForPolicy(headers) },
+    { status: policyStatus, headers: policyHeaders },
     { shared: true }
   )
   if (!policy.storable()) return no('not storable')
@@ -235,7 +332,8 @@ export function computeFreshness (
   requestTime: number,
   responseTime: number
 ): Freshness {
-  const directives = parseCacheControl(headerString(responseHeaders, 'cache-control'))
+  const decide = decisionHeaders(responseHeaders)
+  const directives = parseCacheControl(headerString(decide, 'cache-control'))
   const date = parseDate(headerString(responseHeaders, 'date'))
   const dateValue = date ?? responseTime
 
@@ -255,12 +353,12 @@ export function computeFreshness (
   let varyMap: Map<string, string | undefined> | null = null
   if (vary.length > 0) {
     varyMap = new Map()
-    for (const f of vary) varyMap.set(f, varyValue(requestHeaders[f]))
+    for (const f of vary) varyMap.set(f, varyValue(f, requestHeaders[f]))
   }
 
   return {
     directives,
-    lifetime: freshnessLifetime(status, directives, responseHeaders, dateValue),
+    lifetime: freshnessLifetime(status, directives, decide, dateValue),
     initialAge,
     responseTime,
     vary: varyMap,
@@ -300,7 +398,7 @@ export function currentAge (f: Freshness, now: number): number {
 export function varyMatches (f: Freshness, requestHeaders: RequestHeaders): boolean {
   if (f.vary === null) return true
   for (const [field, stored] of f.vary) {
-    if (varyValue(requestHeaders[field]) !== stored) return false
+    if (varyValue(field, requestHeaders[field]) !== stored) return false
   }
   return true
 }
@@ -310,6 +408,8 @@ export type Reuse =
   | { readonly action: 'fresh' }
   /** Serve it stale, allowed by the request's max-stale. */
   | { readonly action: 'stale' }
+  /** Serve it stale and validate it in the background (stale-while-revalidate). */
+  | { readonly action: 'stale-revalidate' }
   /** Validate it with the origin before use (section 4.3). */
   | { readonly action: 'validate' }
 
@@ -342,17 +442,25 @@ export function decideReuse (f: Freshness, requestDirectives: Directives, reques
   if (maxStale === true) return { action: 'stale' }
   const staleLimit = parseDeltaSeconds(maxStale)
   if (staleLimit !== undefined && age - f.lifetime <= staleLimit) return { action: 'stale' }
+  // RFC 5861 section 3: within the stale-while-revalidate window, serve stale now and
+  // validate in the background.
+  const swr = parseDeltaSeconds(cc.get('stale-while-revalidate'))
+  if (swr !== undefined && age - f.lifetime <= swr) return { action: 'stale-revalidate' }
   return { action: 'validate' }
 }
 
 /**
- * RFC 5861 section 4: may this stale response stand in for an origin that failed (a 5xx or
- * no answer)? The response's stale-if-error or the request's, whichever is larger, bounds the
- * staleness; the RFC 9111 section 4.2.4 prohibitions still apply.
+ * May this stale response stand in for an origin that failed? For a 5xx, only within a
+ * stale-if-error window (RFC 5861 section 4: the response's or the request's, the larger).
+ * When no response came at all (`disconnected`), RFC 9111 section 4.2.4 allows it outright.
+ * Either way the section 4.2.4 prohibitions hold: must-revalidate, proxy-revalidate,
+ * s-maxage and no-cache never serve stale.
  */
-export function staleIfErrorAllows (f: Freshness, requestDirectives: Directives, now: number): boolean {
+export function staleIfErrorAllows (f: Freshness, requestDirectives: Directives, now: number, disconnected = false): boolean {
   const cc = f.directives
   if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage') || cc.has('no-cache')) return false
+  if (requestDirectives.has('no-cache')) return false
+  if (disconnected) return true
   const limit = Math.max(parseDeltaSeconds(cc.get('stale-if-error')) ?? -1, parseDeltaSeconds(requestDirectives.get('stale-if-error')) ?? -1)
   if (limit < 0) return false
   return currentAge(f, now) - f.lifetime <= limit
