@@ -151,8 +151,10 @@ export class ForwardHandler extends PassThroughHandler {
       this.#fallback(err, PEER_FAULTS.has(ownerError))
       return
     }
-    this.#started = true
-    this.#onSuccess()
+    if (status >= 200) {
+      this.#started = true
+      this.#onSuccess()
+    }
     super.onResponseStart(controller, status, headers, statusText)
   }
 

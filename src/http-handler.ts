@@ -181,6 +181,13 @@ class ServerResponseSink implements CallerHandler {
 
   onResponseStart (_controller: Controller, status: number, headers: ResponseHeaders, statusMessage?: string): void {
     const res = this.#res
+    if (status < 200) {
+      // Interim responses node:http can send; the rest (and anything after headers) are dropped.
+      if (res.headersSent) return
+      if (status === 102) res.writeProcessing()
+      else if (status === 103 && headers.link !== undefined) res.writeEarlyHints({ link: headers.link })
+      return
+    }
     if (statusMessage !== undefined && statusMessage !== '') res.writeHead(status, statusMessage, headers)
     else res.writeHead(status, headers)
   }

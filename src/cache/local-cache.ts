@@ -392,8 +392,13 @@ class OriginResponseHandler implements Handler {
 
   onResponseStart (_controller: Controller, status: number, rawHeaders: ResponseHeaders, statusText?: string): void {
     this.#deadline.clear()
-    // Interim (1xx) responses are hop-by-hop news, not the response: wait for the final one.
-    if (this.#done || status < 200) return
+    if (this.#done) return
+    // Interim (1xx) responses pass on and are never stored (RFC 9110 section 15.2); the
+    // final response is still to come.
+    if (status < 200) {
+      if (this.#notModified === null && !this.#replacedByStale) this.#sink.onResponseStart(this.#ctl, status, endToEndResponseHeaders(rawHeaders), statusText ?? '')
+      return
+    }
     this.#o.counters.latency.origin.observe((performance.now() - this.#started) / 1000)
     const req = this.#req
     const headers = endToEndResponseHeaders(rawHeaders)

@@ -191,7 +191,9 @@ function qualifiedFields (value: string | true | undefined): string[] | undefine
 
 function formatDirectives (directives: Directives): string {
   const parts: string[] = []
-  for (const [k, v] of directives) parts.push(v === true ? k : `${k}=${/[\s,"]/.test(v) ? JSON.stringify(v) : v}`)
+  // An empty value (`no-store=""`) is written bare: the directive is present either way, and
+  // `no-store=` would read as absent to a parser that tests the value.
+  for (const [k, v] of directives) parts.push(v === true || v === '' ? k : `${k}=${/[\s,"]/.test(v) ? JSON.stringify(v) : v}`)
   return parts.join(', ')
 }
 
@@ -293,6 +295,11 @@ export function decideStorage (
   if (vary.includes('*')) return no('vary-star')
   const decide = decisionHeaders(headers)
   const cc = parseCacheControl(headerString(decide, 'cache-control'))
+  // CDN-Cache-Control may set freshness, but it never lifts Cache-Control's private or
+  // no-store here: a forward cache shared by many users is not the CDN that field targets,
+  // and cannot know the keys such a CDN would use to keep personal responses apart.
+  const plain = parseCacheControl(headerString(headers, 'cache-control'))
+  if (decide !== headers && (plain.get('private') === true || plain.has('no-store'))) return no('private or no-store in Cache-Control')
   // A shared cache replaying Set-Cookie would hand one user's session to the next; only an
   // explicit `public` says the origin meant it (the same line http-cache-semantics draws).
   if (headers['set-cookie'] !== undefined && !cc.has('public')) return no('set-cookie')

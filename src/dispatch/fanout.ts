@@ -82,6 +82,11 @@ export class Fanout implements CallerHandler {
   onRequestStart (): void {}
 
   onResponseStart (_c: Controller, status: number, headers: ResponseHeaders, statusMessage?: string): void {
+    if (status < 200) {
+      // Interim responses go to everyone waiting; joining stays open until the final one.
+      for (const sub of this.#subs) sub.sink.onResponseStart(sub.ctl, status, headers, statusMessage)
+      return
+    }
     this.#open = false
     let collapsed: ResponseHeaders | undefined
     for (const sub of [...this.#subs]) {
