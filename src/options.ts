@@ -1,6 +1,7 @@
 import type { Dispatcher } from 'undici'
 import { InvalidArgumentError } from './errors.js'
 import type { HashFunction } from './ring.js'
+import type { CacheStore } from './cache/second-tier.js'
 import type { OriginRule } from './security/address-policy.js'
 import { normalisePeerUrl } from './url.js'
 
@@ -124,6 +125,13 @@ export interface PeerOptions extends RouterOptions {
    */
   maxEntrySize?: number
   /**
+   * A second tier behind the per-host LRU: any undici CacheStore (MemoryCacheStore,
+   * SqliteCacheStore, or Redis through undici-cache-redis). Responses this peer stores are
+   * written through; an LRU miss looks there before the origin.
+   * @default undefined
+   */
+  store?: CacheStore
+  /**
    * Bytes for copies of hot keys owned by other peers, so one hot URL does not pin its
    * owner's network; at most maxSize / 8. 0 turns hot copies off.
    * @default floor(maxSize / 8)
@@ -174,6 +182,7 @@ export interface ResolvedPeerOptions extends ResolvedRouterOptions {
   maxEntrySize: number
   hotSize: number
   hotThreshold: number
+  store: CacheStore | undefined
   now: () => number
 }
 
@@ -263,5 +272,9 @@ export function resolvePeerOptions (opts: PeerOptions): ResolvedPeerOptions {
   const hotSize = o.hotSize === 0 ? 0 : positiveInteger(o, 'hotSize', Math.floor(maxSize / 8))
   if (hotSize > maxSize / 8) throw new InvalidArgumentError('expected opts.hotSize to be at most opts.maxSize / 8')
   const hotThreshold = positiveInteger(o, 'hotThreshold', 8)
-  return { ...base, self, maxSize, maxHostSize, maxEntrySize, hotSize, hotThreshold, now: opts.now ?? Date.now }
+  const store = opts.store
+  if (store !== undefined && (store === null || typeof store.get !== 'function' || typeof store.createWriteStream !== 'function' || typeof store.delete !== 'function')) {
+    throw new InvalidArgumentError('expected opts.store to be an undici CacheStore (get, createWriteStream, delete)')
+  }
+  return { ...base, self, maxSize, maxHostSize, maxEntrySize, hotSize, hotThreshold, store, now: opts.now ?? Date.now }
 }

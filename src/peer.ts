@@ -1,5 +1,6 @@
 import { HotCache } from './cache/hot-cache.js'
 import { LocalCache, type CacheRequest } from './cache/local-cache.js'
+import { SecondTier } from './cache/second-tier.js'
 import { Store } from './cache/store.js'
 import type { CallerHandler } from './dispatch/compat.js'
 import type { CallerController } from './dispatch/controller.js'
@@ -23,6 +24,7 @@ export class Peer extends Router {
   readonly #store: Store
   readonly #cache: LocalCache
   #warnedSelf = false
+  #storeWarnedAt = 0
   readonly #addresses = new PeerAddresses()
 
   constructor (opts: PeerOptions) {
@@ -44,7 +46,18 @@ export class Peer extends Router {
       maxEntrySize: resolved.maxEntrySize,
       originTimeout: resolved.originTimeout,
       bodyTimeout: resolved.bodyTimeout,
-      track: (ctl) => this.track(ctl)
+      track: (ctl) => this.track(ctl),
+      ...(resolved.store === undefined
+        ? {}
+        : {
+            secondTier: new SecondTier(resolved.store, resolved.maxEntrySize, (err) => {
+              // A store that is down fails every request: say so once a minute, not each time.
+              const now = Date.now()
+              if (now - this.#storeWarnedAt < 60_000) return
+              this.#storeWarnedAt = now
+              process.emitWarning(`forwardcache: second-tier store failed (requests go on without it): ${err.message}`, { code: 'FORWARDCACHE_STORE_ERROR' })
+            })
+          })
     })
     if (resolved.hotSize > 0) {
       this.hot = new HotCache({ maxSize: resolved.hotSize, maxEntrySize: resolved.maxEntrySize, threshold: resolved.hotThreshold, now: resolved.now })

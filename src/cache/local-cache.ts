@@ -13,6 +13,7 @@ import {
 import { replay } from './replay.js'
 import { CallerController as BackgroundController } from '../dispatch/controller.js'
 import { channels } from '../observe/channels.js'
+import type { SecondTier } from './second-tier.js'
 import { entrySize, type Store, type StoredResponse } from './store.js'
 
 type Handler = Dispatcher.DispatchHandler
@@ -41,6 +42,8 @@ export interface LocalCacheOptions {
   bodyTimeout: number
   /** Registers background work (revalidations) so close() waits for it. */
   track?: (ctl: CallerController) => () => void
+  /** A second tier (any undici CacheStore) behind the per-host LRU. */
+  secondTier?: SecondTier
 }
 
 /** RFC 9211 cache name. */
@@ -243,6 +246,7 @@ export class LocalCache {
 
   /** Drops every stored variant of a URL (RFC 9111 section 4.4). */
   invalidate (url: URL): void {
+    this.#o.secondTier?.delete(url)
     const n = this.#o.store.delete(url.host, url.href)
     if (n > 0) this.#o.counters.add('invalidations')
   }
@@ -288,6 +292,36 @@ export class LocalCache {
 
   #fetch (req: CacheRequest, sink: CallerHandler, ctl: CallerController, validating: StoredResponse | undefined, fwd: string,
     settled: () => void = () => {}, stale?: StoredResponse): void {
+    const tier = this.#o.secondTier
+    if (tier !== undefined && validating === undefined && stale === undefined && req.method === 'GET' &&
+      req.headers.range === undefined && !req.directives.has('no-cache')) {
+      ctl.attach({ pause () {}, resume () {}, abort (reason) { sink.onResponseError(ctl, reason) } })
+      tier.lookup(req).then((found) => {
+        if (ctl.aborted) {
+          settled()
+          return
+        }
+        if (found === undefined || !varyMatches(found.freshness, req.headers)) {
+          this.#originFetch(req, sink, ctl, undefined, fwd, settled, undefined)
+          return
+        }
+        this.#o.store.put(req.url.host, req.key, found)
+        const reuse = decideReuse(found.freshness, req.directives, req.headers, this.#o.now())
+        if (reuse.action === 'fresh') {
+          this.#o.counters.add('localHits')
+          settled()
+          this.#serveStored(req, found, sink, ctl, 'hit; detail=second-tier')
+          return
+        }
+        this.#originFetch(req, sink, ctl, hasValidator(found.freshness) ? found : undefined, 'stale', settled, found)
+      }, () => this.#originFetch(req, sink, ctl, undefined, fwd, settled, undefined))
+      return
+    }
+    this.#originFetch(req, sink, ctl, validating, fwd, settled, stale)
+  }
+
+  #originFetch (req: CacheRequest, sink: CallerHandler, ctl: CallerController, validating: StoredResponse | undefined, fwd: string,
+    settled: () => void, stale: StoredResponse | undefined): void {
     const { origin, counters, originTimeout, bodyTimeout } = this.#o
     // A cache filling itself asks for the whole response; the caller's own conditionals are
     // answered from what comes back.
@@ -492,7 +526,7 @@ class OriginResponseHandler implements Handler {
         freshness: computeFreshness(old.status, req.headers, this.#notModified.age === undefined ? headers : { ...headers, age: this.#notModified.age }, this.#requestTime, now()),
         size: entrySize(req.key, headers, old.bodyLength)
       }
-      store.put(req.url.host, req.key, refreshed, old)
+      if (store.put(req.url.host, req.key, refreshed, old)) this.#o.secondTier?.write(req, refreshed)
       this.#settled()
       this.#cache.serveValidated(req, refreshed, this.#sink, this.#ctl)
       return
@@ -520,6 +554,7 @@ class OriginResponseHandler implements Handler {
       }
       if (store.put(req.url.host, req.key, stored, this.#validating)) {
         counters.add('stored')
+        this.#o.secondTier?.write(req, stored)
         if (channels.store.hasSubscribers) channels.store.publish({ self: this.#o.self, url: req.key, status: stored.status, bytes: stored.size })
       }
     }

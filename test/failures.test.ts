@@ -1,0 +1,430 @@
+import assert from 'node:assert/strict'
+import type http from 'node:http'
+import { after, before, describe, test } from 'node:test'
+import { Agent, request, type Dispatcher } from 'undici'
+import { Peer } from '../src/index.js'
+import { startCluster, type Cluster, type PeerProcess, type TrafficResult } from './fixtures/peer-process.js'
+import { startOrigin, type CountingOrigin } from './helpers/origin.js'
+import {
+  freePort, listen, ownedBy, startBlackhole, startLocalPeers, stopServer, waitFor,
+  type Blackhole, type LocalCluster
+} from './helpers/peers.js'
+
+// What callers see when peers and origins fail: an owner killed, blackholed, down and back;
+// bodies cut short; origins that hang, fail or are down.
+
+interface Got { status: number, headers: Record<string, string | string[] | undefined>, body: string }
+
+async function get (dispatcher: Dispatcher, url: string, headers: Record<string, string> = {}): Promise<Got> {
+  const res = await request(url, { dispatcher, headers })
+  return { status: res.statusCode, headers: res.headers, body: await res.body.text() }
+}
+
+async function timed<T> (p: Promise<T>): Promise<{ ms: number, value?: T, error?: unknown }> {
+  const started = performance.now()
+  try {
+    const value = await p
+    return { ms: performance.now() - started, value }
+  } catch (error) {
+    return { ms: performance.now() - started, error }
+  }
+}
+
+/** An origin route that announces 100 bytes, sends 50 and cuts the connection. */
+function cutShort (_req: http.IncomingMessage, res: http.ServerResponse): void {
+  res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=300', 'content-length': 100 })
+  res.write('x'.repeat(50), () => res.socket?.destroy())
+}
+
+/** Waits until every child's traffic has `ok` at least its target. */
+async function progress (peers: PeerProcess[], targets: number[], what: string): Promise<TrafficResult[]> {
+  let last: TrafficResult[] = []
+  await waitFor(async () => {
+    last = await Promise.all(peers.map((p) => p.trafficStatus()))
+    return last.every((r, i) => r.ok >= (targets[i] ?? 0) || r.done)
+  }, 15_000, what, 20)
+  return last
+}
+
+describe('an owner peer killed with SIGKILL mid-traffic', () => {
+  let origin: CountingOrigin
+  let cluster: Cluster
+
+  before(async () => {
+    origin = await startOrigin()
+    cluster = await startCluster(3, { options: { ejectAfter: 2, ejectBackoff: 60_000, peerConnectTimeout: 500 } })
+  })
+
+  after(async () => {
+    await cluster?.close()
+    await origin?.close()
+  })
+
+  test('callers on the surviving peers see 0 failed requests; the dead peer is ejected and only its keys move', { timeout: 20_000 }, async (t) => {
+    const [a, b, victim] = cluster.peers as [PeerProcess, PeerProcess, PeerProcess]
+    const survivors = [a, b]
+    const urls = Array.from({ length: 300 }, (_, i) => `${origin.url}/kill/${i}`)
+    const ownersBefore = await a.ownerOf(urls)
+    const victimKeys = ownersBefore.filter((o) => o === victim.url).length
+    assert.ok(victimKeys > 0, 'the victim owns some of the URLs')
+
+    await Promise.all(survivors.map((p) => p.trafficStart({ urls, concurrency: 16, expectDefaultBody: true })))
+    const beforeKill = await progress(survivors, [300, 300], 'traffic before the kill')
+    const statsBefore = await Promise.all(survivors.map((p) => p.inspect()))
+    await victim.kill()
+    const atKill = await Promise.all(survivors.map((p) => p.trafficStatus()))
+    await progress(survivors, atKill.map((r) => r.ok + 800), 'traffic after the kill')
+    const final = await Promise.all(survivors.map((p) => p.trafficStop()))
+
+    const failed = final.reduce((n, r) => n + r.failed, 0)
+    const total = final.reduce((n, r) => n + r.ok + r.failed, 0)
+    const afterKill = final.reduce((n, r, i) => n + r.ok + r.failed - (atKill[i]?.ok ?? 0) - (atKill[i]?.failed ?? 0), 0)
+    const statsAfter = await Promise.all(survivors.map((p) => p.inspect()))
+    const fallbacks = statsAfter.reduce((n, s, i) => n + s.stats.forwardErrors - (statsBefore[i]?.stats.forwardErrors ?? 0), 0)
+    t.diagnostic(`SIGKILL: ${failed} failed of ${total} requests on the survivors (${afterKill} after the kill, ` +
+      `${beforeKill.reduce((n, r) => n + r.ok, 0)} before); ${fallbacks} forwards fell back to the origin`)
+    assert.equal(failed, 0, `failures seen by callers: ${final.flatMap((r) => r.errors).join(' | ')}`)
+    assert.ok(fallbacks > 0, 'some requests were routed to the dead owner and fell back')
+
+    for (const [i, s] of statsAfter.entries()) {
+      assert.deepEqual(s.ejectedPeers, [victim.url], `survivor ${i} ejected the dead peer`)
+      assert.equal(s.inFlight, 0)
+      assert.equal(s.stats.flights, 0)
+    }
+    // Only the dead peer's keys moved, to the survivors.
+    const ownersAfter = await a.ownerOf(urls)
+    for (const [i, before] of ownersBefore.entries()) {
+      if (before === victim.url) assert.ok(ownersAfter[i] === a.url || ownersAfter[i] === b.url)
+      else assert.equal(ownersAfter[i], before)
+    }
+    // Once ejected, the dead peer costs nothing: no more failed forwards.
+    const again = await Promise.all(survivors.map((p) => p.burst({ urls, n: urls.length })))
+    for (const r of again) assert.equal(r.failed, 0, r.errors.join(' | '))
+    const statsLater = await Promise.all(survivors.map((p) => p.inspect()))
+    for (const [i, s] of statsLater.entries()) assert.equal(s.stats.forwardErrors, statsAfter[i]?.stats.forwardErrors)
+  })
+})
+
+describe('a blackholed owner (accepts TCP, never answers)', () => {
+  const PEER_TIMEOUT = 300
+  let origin: CountingOrigin
+  let hole: Blackhole
+  let local: LocalCluster
+  let a: Peer
+  let b: Peer
+  let n = 0
+
+  before(async () => {
+    origin = await startOrigin()
+    hole = await startBlackhole()
+    local = await startLocalPeers(2, { peerTimeout: PEER_TIMEOUT, ejectAfter: 3, ejectBackoff: 60_000 }, [hole.url])
+    ;[a, b] = local.peers as [Peer, Peer]
+  })
+
+  after(async () => {
+    await local?.close()
+    await hole?.close()
+    await origin?.close()
+  })
+
+  const holeUrl = (): string => ownedBy(a, hole.url, (i) => `${origin.url}/hole/${n++}-${i}`)[0] as string
+
+  test('a request for its key falls back to the origin once peerTimeout has passed, and succeeds', { timeout: 20_000 }, async (t) => {
+    const url = holeUrl()
+    const r = await timed(get(a, url))
+    t.diagnostic(`fallback from a blackholed owner (peerTimeout ${PEER_TIMEOUT} ms): ${r.ms.toFixed(0)} ms`)
+    assert.equal(r.error, undefined, `the request succeeded: ${String(r.error)}`)
+    assert.equal(r.value?.status, 200)
+    assert.equal(r.value?.body, `body of ${new URL(url).pathname}`)
+    assert.ok(r.ms >= PEER_TIMEOUT - 20, `it waited for peerTimeout: ${r.ms.toFixed(0)} ms`)
+    assert.ok(r.ms < PEER_TIMEOUT + 1500, `and not much longer: ${r.ms.toFixed(0)} ms`)
+    assert.match(String(r.value?.headers['cache-status']), /fwd=bypass; detail=owner-unavailable/)
+    assert.equal(a.stats().forwardErrors, 1)
+    assert.ok(hole.accepted() >= 1, 'the request did reach the blackhole')
+  })
+
+  test('after ejectAfter failures it is ejected: only its keys move, and they are served without waiting', { timeout: 20_000 }, async (t) => {
+    const keys = Array.from({ length: 2000 }, (_, i) => `${origin.url}/moved/${i}`)
+    const ownersBefore = keys.map((k) => a.ownerOf(k))
+    assert.deepEqual(a.ejectedPeers, [])
+    // Two more failures make three (ejectAfter).
+    for (let i = 0; i < 2; i++) {
+      const r = await get(a, holeUrl())
+      assert.equal(r.status, 200)
+    }
+    assert.deepEqual(a.ejectedPeers, [hole.url])
+    assert.equal(a.stats().forwardErrors, 3)
+
+    let moved = 0
+    for (const [i, key] of keys.entries()) {
+      const now = a.ownerOf(key)
+      if (ownersBefore[i] === hole.url) {
+        moved++
+        assert.ok(now === a.self || now === b.self, `${key} moved to a live peer`)
+      } else {
+        assert.equal(now, ownersBefore[i], `${key} kept its owner`)
+      }
+    }
+    assert.ok(moved > 0)
+
+    // Its former keys: served quickly, and the blackhole is not contacted again.
+    const accepted = hole.accepted()
+    const formerKeys = keys.filter((_, i) => ownersBefore[i] === hole.url).slice(0, 10)
+    let slowest = 0
+    for (const key of formerKeys) {
+      const r = await timed(get(a, key))
+      slowest = Math.max(slowest, r.ms)
+      assert.equal(r.value?.status, 200, String(r.error))
+      assert.equal(r.value?.body, `body of ${new URL(key).pathname}`)
+      assert.doesNotMatch(String(r.value?.headers['cache-status']), /owner-unavailable/)
+    }
+    t.diagnostic(`ejected after 3 failures: ${moved} of ${keys.length} keys moved; their slowest request then took ${slowest.toFixed(0)} ms`)
+    assert.ok(slowest < PEER_TIMEOUT, 'no request waits for the blackhole any more')
+    assert.equal(a.stats().forwardErrors, 3, 'forwardErrors stopped growing')
+    assert.equal(hole.accepted(), accepted, 'no new connection to the blackhole')
+  })
+})
+
+describe('sub-second timeouts are honoured', () => {
+  // undici's own headersTimeout runs on its "fast timers" (1 s resolution, 499 ms ticks:
+  // undici/lib/dispatcher/client-h1.js TIMEOUT_HEADERS = 2 | USE_FAST_TIMER): handed a 300 ms
+  // peerTimeout or originTimeout, it fires 0.5 to 1.5 s late. The options promise milliseconds.
+  const TIMEOUT = 300
+  const SLACK = 200
+  let origin: CountingOrigin
+  const cleanup: Array<() => Promise<void>> = []
+
+  before(async () => { origin = await startOrigin() })
+  after(async () => {
+    for (const c of cleanup.reverse()) await c()
+    await origin?.close()
+  })
+
+  test(`a blackholed owner is given up on within peerTimeout + ${SLACK} ms`, { timeout: 20_000 }, async (t) => {
+    const hole = await startBlackhole()
+    cleanup.push(() => hole.close())
+    const local = await startLocalPeers(1, { peerTimeout: TIMEOUT }, [hole.url])
+    cleanup.push(() => local.close())
+    const peer = local.peers[0] as Peer
+    const [url] = ownedBy(peer, hole.url, (i) => `${origin.url}/precise-peer/${i}`) as [string]
+    const r = await timed(get(peer, url))
+    t.diagnostic(`peerTimeout ${TIMEOUT} ms: fell back after ${r.ms.toFixed(0)} ms`)
+    assert.equal(r.value?.status, 200, String(r.error))
+    assert.ok(r.ms < TIMEOUT + SLACK, `fell back after ${r.ms.toFixed(0)} ms`)
+  })
+
+  test(`an origin that never answers fails within originTimeout + ${SLACK} ms`, { timeout: 20_000 }, async (t) => {
+    const peer = new Peer({ self: 'http://127.0.0.1:1', originTimeout: TIMEOUT })
+    cleanup.push(() => peer.destroy())
+    origin.route('/precise-origin', () => {})
+    const r = await timed(get(peer, origin.url + '/precise-origin'))
+    t.diagnostic(`originTimeout ${TIMEOUT} ms: failed after ${r.ms.toFixed(0)} ms`)
+    assert.ok(r.error !== undefined)
+    assert.ok(r.ms < TIMEOUT + SLACK, `failed after ${r.ms.toFixed(0)} ms`)
+  })
+})
+
+describe('readmission of an ejected peer', () => {
+  let origin: CountingOrigin
+  const cleanup: Array<() => Promise<void>> = []
+
+  before(async () => { origin = await startOrigin() })
+  after(async () => {
+    for (const c of cleanup.reverse()) await c()
+    await origin?.close()
+  })
+
+  test('a peer that was down is probed and readmitted once it answers again', { timeout: 20_000 }, async (t) => {
+    const port = await freePort()
+    const xUrl = `http://127.0.0.1:${port}`
+    const { server: aServer, url: aUrl } = await listen()
+    cleanup.push(() => stopServer(aServer))
+    const peerA = new Peer({ self: aUrl, peers: [aUrl, xUrl], ejectAfter: 1, ejectBackoff: 50 })
+    cleanup.push(() => peerA.destroy())
+    aServer.on('request', peerA.handler())
+    await peerA.ready
+
+    const [first, second] = ownedBy(peerA, xUrl, (i) => `${origin.url}/readmit/${i}`, 2) as [string, string]
+    const down = await get(peerA, first)
+    assert.equal(down.status, 200, 'served from the origin while the owner is down')
+    assert.deepEqual(peerA.ejectedPeers, [xUrl])
+
+    // The peer comes back on the same address.
+    const { server: xServer } = await listen(undefined, port)
+    cleanup.push(() => stopServer(xServer))
+    const peerX = new Peer({ self: xUrl, peers: [aUrl, xUrl] })
+    cleanup.push(() => peerX.destroy())
+    xServer.on('request', peerX.handler())
+    await peerX.ready
+    const started = performance.now()
+    await waitFor(() => peerA.ejectedPeers.length === 0, 10_000, 'the probe to readmit the peer')
+    t.diagnostic(`readmitted ${(performance.now() - started).toFixed(0)} ms after the peer came back (ejectBackoff 50 ms)`)
+
+    const forwards = peerA.stats().forwards
+    const forwardErrors = peerA.stats().forwardErrors
+    const r = await get(peerA, second)
+    assert.equal(r.status, 200)
+    assert.equal(r.body, `body of ${new URL(second).pathname}`)
+    assert.equal(peerA.stats().forwards, forwards + 1, 'the key is forwarded to its owner again')
+    assert.equal(peerA.stats().forwardErrors, forwardErrors)
+    assert.equal(peerX.stats().servedForPeers, 1, 'the readmitted owner served it')
+  })
+})
+
+describe('nothing is retried once body bytes have been sent', () => {
+  let origin: CountingOrigin
+  const cleanup: Array<() => Promise<void>> = []
+
+  before(async () => { origin = await startOrigin() })
+  after(async () => {
+    for (const c of cleanup.reverse()) await c()
+    await origin?.close()
+  })
+
+  test('an owner that dies mid-body is an error for the caller, not a fetch from the origin', { timeout: 20_000 }, async () => {
+    // A fake owner: answers the wire protocol with half a body, then cuts the connection.
+    const fake = await listen((_req, res) => cutShort(_req, res))
+    cleanup.push(() => stopServer(fake.server))
+    const { server, url: self } = await listen()
+    cleanup.push(() => stopServer(server))
+    const peer = new Peer({ self, peers: [self, fake.url] })
+    cleanup.push(() => peer.destroy())
+    server.on('request', peer.handler())
+    await peer.ready
+    const [url] = ownedBy(peer, fake.url, (i) => `${origin.url}/owner-dies/${i}`) as [string]
+    const path = new URL(url).pathname
+
+    const settled = await Promise.allSettled([get(peer, url), get(peer, url), get(peer, url)])
+    for (const s of settled) assert.equal(s.status, 'rejected', 'never a short successful body')
+    assert.equal(origin.count(path), 0, 'no second fetch from the origin')
+    assert.equal(peer.stats().originFetches, 0)
+    assert.equal(peer.stats().forwardErrors, 0, 'the response had started: not a failed forward to fall back from')
+    assert.equal(peer.stats().flights, 0)
+    assert.equal(peer.inFlight, 0)
+  })
+})
+
+describe('origin faults', () => {
+  const ORIGIN_TIMEOUT = 300
+  let origin: CountingOrigin
+  let local: LocalCluster
+  let forwarder: Peer
+  let owner: Peer
+  let n = 0
+  const hanging: http.ServerResponse[] = []
+  const wire = new Agent()
+
+  before(async () => {
+    origin = await startOrigin()
+    local = await startLocalPeers(2, { originTimeout: ORIGIN_TIMEOUT, peerTimeout: 3000 })
+    ;[forwarder, owner] = local.peers as [Peer, Peer]
+  })
+
+  after(async () => {
+    await local?.close()
+    await wire.close()
+    await origin?.close()
+  })
+
+  const ownedUrl = (name: string): string => ownedBy(owner, owner.self, (i) => `${origin.url}/${name}/${n++}-${i}`)[0] as string
+
+  for (const via of ['owner', 'forwarding peer'] as const) {
+    test(`a body cut short by the origin is an error for the caller and is not stored (via the ${via})`, { timeout: 20_000 }, async () => {
+      const through = via === 'owner' ? owner : forwarder
+      const url = ownedUrl('cut')
+      const path = new URL(url).pathname
+      origin.route(path, cutShort)
+      await assert.rejects(get(through, url), 'the body read rejects')
+      assert.equal(origin.count(path), 1, 'one fetch: nothing retried after the body started')
+      await assert.rejects(get(through, url))
+      assert.equal(origin.count(path), 2, 'the next request reaches the origin again: nothing was stored')
+      for (const p of [owner, forwarder]) {
+        assert.equal(p.stats().flights, 0)
+        assert.equal(p.inFlight, 0)
+      }
+      assert.equal(owner.stats().stored, 0)
+    })
+  }
+
+  test('an origin that never answers fails within originTimeout: through the owner, on the wire, and through a forwarding peer', { timeout: 20_000 }, async (t) => {
+    const url = ownedUrl('hang')
+    origin.route(new URL(url).pathname, (_req, res) => { hanging.push(res) })
+
+    const direct = await timed(get(owner, url))
+    assert.ok(direct.error !== undefined, 'the caller of the owner gets an error')
+    assert.ok(direct.ms >= ORIGIN_TIMEOUT - 20 && direct.ms < ORIGIN_TIMEOUT + 1500, `within originTimeout: ${direct.ms.toFixed(0)} ms`)
+
+    const onWire = await timed(get(wire, `${owner.self}/proxy?q=${encodeURIComponent(url)}`))
+    assert.equal(onWire.value?.status, 504, `the owner answers 504 on the wire: ${String(onWire.error)}`)
+    assert.equal(onWire.value?.headers['forwardcache-error'], 'origin-timeout')
+    assert.ok(onWire.ms < ORIGIN_TIMEOUT + 1500, `in ${onWire.ms.toFixed(0)} ms`)
+
+    const forwarded = await timed(get(forwarder, url))
+    const failedAs = forwarded.error !== undefined ? 'an error' : `status ${String(forwarded.value?.status)}`
+    assert.ok(forwarded.error !== undefined || (forwarded.value?.status ?? 0) >= 500, `a failure, not a success: ${failedAs}`)
+    // The owner's 504 plus the forwarding peer's own try at the origin: two origin timeouts.
+    assert.ok(forwarded.ms < 2 * ORIGIN_TIMEOUT + 1500, `in ${forwarded.ms.toFixed(0)} ms`)
+    t.diagnostic(`originTimeout ${ORIGIN_TIMEOUT} ms: owner caller failed after ${direct.ms.toFixed(0)} ms, wire 504 after ${onWire.ms.toFixed(0)} ms, ` +
+      `forwarding peer's caller got ${failedAs} after ${forwarded.ms.toFixed(0)} ms`)
+    for (const p of [owner, forwarder]) {
+      assert.equal(p.stats().flights, 0)
+      assert.equal(p.inFlight, 0)
+    }
+  })
+})
+
+describe('stale-if-error (RFC 5861)', () => {
+  let clock = Date.now()
+  let origin: CountingOrigin
+  let peer: Peer
+  let failing = false
+
+  before(async () => {
+    origin = await startOrigin((req, res) => {
+      if (failing) {
+        res.writeHead(500, { 'content-type': 'text/plain', 'cache-control': 'no-store', 'content-length': 4 })
+        res.end('boom')
+        return
+      }
+      const body = `v1 of ${req.url ?? ''}`
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=1, stale-if-error=60', 'content-length': Buffer.byteLength(body) })
+      res.end(body)
+    }, () => clock)
+    peer = new Peer({ self: 'http://127.0.0.1:1', now: () => clock })
+    await peer.ready
+  })
+
+  after(async () => {
+    await peer?.destroy()
+    await origin?.close()
+  })
+
+  test('a stale response is served when the origin answers 500, within the stale-if-error window only', { timeout: 20_000 }, async () => {
+    const url = origin.url + '/sie/500'
+    assert.equal((await get(peer, url)).body, 'v1 of /sie/500')
+    clock += 5_000
+    failing = true
+    const stale = await get(peer, url)
+    assert.equal(origin.count('/sie/500'), 2, 'the origin was asked')
+    assert.equal(stale.status, 200)
+    assert.equal(stale.body, 'v1 of /sie/500')
+    assert.match(String(stale.headers['cache-status']), /stale-if-error/)
+    clock += 120_000
+    const late = await get(peer, url)
+    assert.equal(late.status, 500, 'past the window the error goes through')
+    failing = false
+  })
+
+  test('a stale response is served when the origin is down (connection refused), within the window only', { timeout: 20_000 }, async () => {
+    const url = origin.url + '/sie/down'
+    assert.equal((await get(peer, url)).body, 'v1 of /sie/down')
+    clock += 5_000
+    await origin.close()
+    const stale = await get(peer, url)
+    assert.equal(stale.status, 200)
+    assert.equal(stale.body, 'v1 of /sie/down')
+    assert.match(String(stale.headers['cache-status']), /stale-if-error/)
+    clock += 120_000
+    await assert.rejects(get(peer, url), 'past the window the caller gets the connection error')
+  })
+})
