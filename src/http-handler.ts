@@ -19,6 +19,8 @@ export type NodeHandler = (req: IncomingMessage, res: ServerResponse, next?: (er
 
 export interface OwnerEndpoint {
   path: string
+  /** This peer's base URL: what signatures it accepts must be addressed to. */
+  self: string
   counters: Counters
   isClosed: () => boolean
   track: (ctl: CallerController) => () => void
@@ -75,8 +77,11 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       return refuse(res, 400, 'bad-q', `bad q: ${(err as Error).message}`)
     }
     if (endpoint.signer !== undefined) {
-      const verdict = endpoint.signer.verify(method, url.href, headerValue(req.headers[AUTH_HEADER]))
-      if (!verdict.ok) return refuse(res, 401, 'unauthorized', `unauthorized: ${verdict.reason}`)
+      const verdict = endpoint.signer.verify(method, url.href, endpoint.self, headerValue(req.headers[AUTH_HEADER]))
+      if (!verdict.ok) {
+        if (verdict.overloaded === true) return refuse(res, 503, 'overloaded', `unavailable: ${verdict.reason}`, { 'retry-after': '1' })
+        return refuse(res, 401, 'unauthorized', `unauthorized: ${verdict.reason}`)
+      }
     }
     if (!endpoint.originAllowed(url)) return refuse(res, 403, 'forbidden-origin', `origin ${url.origin} is not allowed`)
     const headers = cacheableRequestHeaders(endToEndRequestHeaders(normaliseRequestHeaders(req.headers)))

@@ -125,6 +125,13 @@ export interface PeerOptions extends RouterOptions {
    */
   maxEntrySize?: number
   /**
+   * Without a secret, let loopback callers use handler() even when loopback is not in the
+   * pool. Turn off when a same-host reverse proxy or sidecar makes every request arrive from
+   * loopback, which would otherwise make the handler an open relay.
+   * @default true
+   */
+  trustLoopback?: boolean
+  /**
    * A second tier behind the per-host LRU: any undici CacheStore (MemoryCacheStore,
    * SqliteCacheStore, or Redis through undici-cache-redis). Responses this peer stores are
    * written through; an LRU miss looks there before the origin.
@@ -183,6 +190,7 @@ export interface ResolvedPeerOptions extends ResolvedRouterOptions {
   hotSize: number
   hotThreshold: number
   store: CacheStore | undefined
+  trustLoopback: boolean
   now: () => number
 }
 
@@ -276,5 +284,6 @@ export function resolvePeerOptions (opts: PeerOptions): ResolvedPeerOptions {
   if (store !== undefined && (store === null || typeof store.get !== 'function' || typeof store.createWriteStream !== 'function' || typeof store.delete !== 'function')) {
     throw new InvalidArgumentError('expected opts.store to be an undici CacheStore (get, createWriteStream, delete)')
   }
-  return { ...base, self, maxSize, maxHostSize, maxEntrySize, hotSize, hotThreshold, store, now: opts.now ?? Date.now }
+  const trustLoopback = resolveBoolean(o, 'trustLoopback', true)
+  return { ...base, self, maxSize, maxHostSize, maxEntrySize, hotSize, hotThreshold, store, trustLoopback, now: opts.now ?? Date.now }
 }

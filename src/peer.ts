@@ -25,12 +25,13 @@ export class Peer extends Router {
   readonly #cache: LocalCache
   #warnedSelf = false
   #storeWarnedAt = 0
-  readonly #addresses = new PeerAddresses()
+  readonly #addresses: PeerAddresses
 
   constructor (opts: PeerOptions) {
     const resolved = resolvePeerOptions(opts)
     super(resolved)
     this.#opts = resolved
+    this.#addresses = new PeerAddresses(resolved.trustLoopback)
     this.#store = new Store({
       ...resolved,
       onEvict: (host, url, bytes) => {
@@ -115,6 +116,7 @@ export class Peer extends Router {
     }
     if (this.peers.length > 0) this.#addresses.update(this.peers)
     return createHandler({
+      self: this.#opts.self,
       signer: this.signer,
       addresses: this.#addresses,
       originAllowed: this.originAllowed,

@@ -287,7 +287,7 @@ export abstract class Router extends Dispatcher {
       pool.dispatch({
         path: `${basePath}${this.options.path}?q=${encodeURIComponent(req.key)}`,
         method: req.method,
-        headers: this.#signed(req.method, req.key, addVia({ ...req.headers })),
+        headers: this.#signed(req.method, req.key, owner, addVia({ ...req.headers })),
         headersTimeout: this.options.peerTimeout,
         bodyTimeout: this.options.bodyTimeout
       }, handler)
@@ -296,8 +296,8 @@ export abstract class Router extends Dispatcher {
     }
   }
 
-  #signed (method: string, url: string, headers: RequestHeaders): RequestHeaders {
-    if (this.signer !== undefined) headers[AUTH_HEADER] = this.signer.sign(method, url)
+  #signed (method: string, url: string, audience: string, headers: RequestHeaders): RequestHeaders {
+    if (this.signer !== undefined) headers[AUTH_HEADER] = this.signer.sign(method, url, audience)
     else delete headers[AUTH_HEADER]
     return headers
   }
@@ -379,7 +379,7 @@ export abstract class Router extends Dispatcher {
     return pool.request({
       path: `${basePath}${this.options.path}?q=${encodeURIComponent(url.href)}`,
       method: 'DELETE',
-      headers: this.#signed('DELETE', url.href, { via: VIA }),
+      headers: this.#signed('DELETE', url.href, owner, { via: VIA }),
       headersTimeout: this.options.peerTimeout,
       bodyTimeout: this.options.peerTimeout
     }).then((res) => res.body.dump(), () => {})

@@ -75,7 +75,7 @@ describe('peers that share a secret', () => {
 
   test('a forged header made with the shared secret is accepted (the test forger is faithful)', async () => {
     const url = `${origin.url}/forged-ok`
-    const res = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url) })
+    const res = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url) })
     assert.equal(res.status, 200)
     assert.equal(origin.count('/forged-ok'), 1)
   })
@@ -85,23 +85,23 @@ describe('peers that share a secret', () => {
     ['no header', () => ({})],
     ['an empty header', () => ({ 'forwardcache-auth': '' })],
     ['a malformed header', () => ({ 'forwardcache-auth': 'v1 garbage' })],
-    ['an unknown version', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url).replace(/^v1/, 'v2') })],
-    ['a signature over another URL (tampered q)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url.replace('/auth-', '/other-')) })],
-    ['a signature over the same URL with a trailing slash', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url + '/') })],
-    ['a signature for HEAD sent with GET (tampered method)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'HEAD', url) })],
+    ['an unknown version', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url).replace(/^v1/, 'v2') })],
+    ['a signature over another URL (tampered q)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url.replace('/auth-', '/other-'), b.url) })],
+    ['a signature over the same URL with a trailing slash', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url + '/', b.url) })],
+    ['a signature for HEAD sent with GET (tampered method)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'HEAD', url, b.url) })],
     ['a tampered signature (one character changed)', (url) => {
-      const h = forgeAuth(SECRET, 'GET', url)
+      const h = forgeAuth(SECRET, 'GET', url, b.url)
       const last = h.at(-2) === 'A' ? 'B' : 'A'
       return { 'forwardcache-auth': h.slice(0, -2) + last + h.slice(-1) }
     }],
-    ['a tampered timestamp (signature kept)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url).replace(/t=(\d+)/, (_m, t: string) => `t=${Number(t) + 1}`) })],
-    ['a tampered nonce (signature kept)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, now(), 'AAAAAAAAAAAAAAAA').replace('n=AAAAAAAAAAAAAAAA', 'n=BBBBBBBBBBBBBBBB') })],
-    ['a signature made with the wrong secret', (url) => ({ 'forwardcache-auth': forgeAuth(OTHER, 'GET', url) })],
-    ['a signature made with an empty secret', (url) => ({ 'forwardcache-auth': forgeAuth('', 'GET', url) })],
-    ['an expired signature (older than authWindow)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, now() - WINDOW / 1000 - 5) })],
-    ['a signature from the future (beyond authWindow)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, now() + WINDOW / 1000 + 5) })],
-    ['a signature dated at the epoch', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, 0) })],
-    ['two headers, one of them valid', (url) => ({ 'forwardcache-auth': `${forgeAuth(SECRET, 'GET', url)}, ${forgeAuth(SECRET, 'GET', url)}` })]
+    ['a tampered timestamp (signature kept)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url).replace(/t=(\d+)/, (_m, t: string) => `t=${Number(t) + 1}`) })],
+    ['a tampered nonce (signature kept)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url, now(), 'AAAAAAAAAAAAAAAA').replace('n=AAAAAAAAAAAAAAAA', 'n=BBBBBBBBBBBBBBBB') })],
+    ['a signature made with the wrong secret', (url) => ({ 'forwardcache-auth': forgeAuth(OTHER, 'GET', url, b.url) })],
+    ['a signature made with an empty secret', (url) => ({ 'forwardcache-auth': forgeAuth('', 'GET', url, b.url) })],
+    ['an expired signature (older than authWindow)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url, now() - WINDOW / 1000 - 5) })],
+    ['a signature from the future (beyond authWindow)', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url, now() + WINDOW / 1000 + 5) })],
+    ['a signature dated at the epoch', (url) => ({ 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url, 0) })],
+    ['two headers, one of them valid', (url) => ({ 'forwardcache-auth': `${forgeAuth(SECRET, 'GET', url, b.url)}, ${forgeAuth(SECRET, 'GET', url, b.url)}` })]
   ]
 
   let n = 0
@@ -121,13 +121,13 @@ describe('peers that share a secret', () => {
 
   test('an expired-looking but in-window signature is accepted (the window is not off by 1000x)', async () => {
     const url = `${origin.url}/in-window`
-    const res = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, now() - 2) })
+    const res = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url, now() - 2) })
     assert.equal(res.status, 200)
   })
 
   test('a replayed header (the same one sent twice) is refused the second time', async () => {
     const url = `${origin.url}/nostore`
-    const header = forgeAuth(SECRET, 'GET', url)
+    const header = forgeAuth(SECRET, 'GET', url, b.url)
     const first = await wire(b.url, url, { 'forwardcache-auth': header })
     assert.equal(first.status, 200)
     assert.equal(origin.count('/nostore'), 1)
@@ -153,19 +153,26 @@ describe('peers that share a secret', () => {
 
   test('an unsigned DELETE (invalidation) is refused and the stored entry survives', async () => {
     const url = `${origin.url}/keep-me`
-    const first = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url) })
+    const first = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url) })
     assert.equal(first.status, 200)
     const del = await wire(b.url, url, {}, 'DELETE')
     assert.equal(del.status, 401)
-    const forged = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url) }, 'DELETE')
+    const forged = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url) }, 'DELETE')
     assert.equal(forged.status, 401, 'a GET signature does not authorise a DELETE')
-    const hit = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url) })
+    const hit = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url) })
     assert.match(String(hit.headers['cache-status']), /^forwardcache; hit/)
     assert.equal(origin.count('/keep-me'), 1)
-    const signedDelete = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'DELETE', url) }, 'DELETE')
+    const signedDelete = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'DELETE', url, b.url) }, 'DELETE')
     assert.equal(signedDelete.status, 204)
-    await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url) })
+    await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url) })
     assert.equal(origin.count('/keep-me'), 2)
+  })
+
+  test('a signature addressed to another peer is refused: a captured request cannot be replayed elsewhere', async () => {
+    const url = `${origin.url}/audience`
+    const res = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, 'http://127.0.0.1:1') })
+    assert.equal(res.status, 401)
+    assert.equal(origin.count('/audience'), 0)
   })
 
   test('a peer with a secret ignores the loopback exemption: a local unsigned caller still gets 401', async () => {
@@ -175,17 +182,19 @@ describe('peers that share a secret', () => {
   })
 })
 
+const AUD = 'http://peer.example:3000'
+
 describe('the replay table', () => {
   test('is bounded: 100,000 signatures per 2 x authWindow, then refusals until the oldest expire', () => {
     let now = 1_700_000_000_000
     const signer = new Signer([SECRET], 1000, () => now)
     const url = 'http://example.com/bounded'
     let refused = 0
-    for (let i = 0; i < 100_000; i++) if (!signer.verify('GET', url, signer.sign('GET', url)).ok) refused++
+    for (let i = 0; i < 100_000; i++) if (!signer.verify('GET', url, AUD, signer.sign('GET', url, AUD)).ok) refused++
     assert.equal(refused, 0)
-    assert.deepEqual(signer.verify('GET', url, signer.sign('GET', url)), { ok: false, reason: 'too many signed requests in the window' })
+    assert.deepEqual(signer.verify('GET', url, AUD, signer.sign('GET', url, AUD)), { ok: false, reason: 'too many signed requests in the window', overloaded: true })
     now += 2001
-    assert.deepEqual(signer.verify('GET', url, signer.sign('GET', url)), { ok: true })
+    assert.deepEqual(signer.verify('GET', url, AUD, signer.sign('GET', url, AUD)), { ok: true })
   })
 
   test('remembers a signature for its whole validity: a replay at the far edge of the window is still refused', () => {
@@ -194,10 +203,10 @@ describe('the replay table', () => {
     const url = 'http://example.com/edge'
     // Signed 5 s in the future (the signer's clock is ahead), first used at once, replayed
     // 9.9 s later, when the signature is still within the window of the receiver's clock.
-    const header = forgeAuth(SECRET, 'GET', url, Math.floor(now / 1000) + 5)
-    assert.equal(signer.verify('GET', url, header).ok, true)
+    const header = forgeAuth(SECRET, 'GET', url, AUD, Math.floor(now / 1000) + 5)
+    assert.equal(signer.verify('GET', url, AUD, header).ok, true)
     now += 9900
-    assert.deepEqual(signer.verify('GET', url, header), { ok: false, reason: 'replayed signature' })
+    assert.deepEqual(signer.verify('GET', url, AUD, header), { ok: false, reason: 'replayed signature' })
   })
 })
 
@@ -244,8 +253,8 @@ describe('key rotation', () => {
       assert.equal(a.peer.stats().forwardErrors, 1)
       // By hand: B's old secret works, a retired one does not.
       const u2 = `${origin.url}/rotate-by-hand`
-      assert.equal((await wire(b.url, u2, { 'forwardcache-auth': forgeAuth(OLD, 'GET', u2) })).status, 200)
-      assert.equal((await wire(b.url, u2, { 'forwardcache-auth': forgeAuth(NEW, 'GET', u2) })).status, 401)
+      assert.equal((await wire(b.url, u2, { 'forwardcache-auth': forgeAuth(OLD, 'GET', u2, b.url) })).status, 200)
+      assert.equal((await wire(b.url, u2, { 'forwardcache-auth': forgeAuth(NEW, 'GET', u2, b.url) })).status, 401)
     } finally {
       await close()
     }
@@ -316,6 +325,17 @@ describe('without a secret', () => {
     assert.equal(await addresses.allows('::'), false)
     addresses.update(['http://10.9.9.9:3000'])
     assert.equal(await addresses.allows('10.1.2.3'), false, 'a peer removed from the pool is out')
+  })
+
+  test('trustLoopback: false takes away the loopback exemption (a same-host proxy or sidecar)', async () => {
+    const strict = new PeerAddresses(false)
+    strict.update(['http://10.1.2.3:3000'])
+    assert.equal(await strict.allows('127.0.0.1'), false)
+    assert.equal(await strict.allows('::1'), false)
+    assert.equal(await strict.allows('10.1.2.3'), true)
+    const trusting = new PeerAddresses()
+    trusting.update(['http://10.1.2.3:3000'])
+    assert.equal(await trusting.allows('127.0.0.1'), true)
   })
 
   test('handler() warns once per process (FORWARDCACHE_UNAUTHENTICATED), and not at all with a secret', async () => {

@@ -18,10 +18,16 @@ function isLoopback (address: string): boolean {
  * knocks, at most once a minute, so a peer that moved is let in without a restart.
  */
 export class PeerAddresses {
+  readonly #trustLoopback: boolean
   #hosts: string[] = []
   #known = new Set<string>()
   #resolving: Promise<void> | undefined
   #resolvedAt = 0
+
+  /** @param trustLoopback let loopback in without being in the pool. */
+  constructor (trustLoopback = true) {
+    this.#trustLoopback = trustLoopback
+  }
 
   update (peers: readonly string[]): void {
     this.#hosts = peers.map((p) => new URL(p).hostname)
@@ -34,7 +40,7 @@ export class PeerAddresses {
   /** True when `address` may use the handler. Resolves names when it must. */
   async allows (address: string | undefined): Promise<boolean> {
     if (address === undefined) return false
-    if (isLoopback(address)) return true
+    if (this.#trustLoopback && isLoopback(address)) return true
     const a = canonical(address)
     if (this.#known.has(a)) return true
     if (Date.now() - this.#resolvedAt > 60_000) {

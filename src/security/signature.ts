@@ -6,11 +6,17 @@ export const AUTH_HEADER = 'forwardcache-auth'
 // Bounds the replay table: at most this many signatures are remembered per window.
 const MAX_REMEMBERED = 100_000
 
-function mac (secret: string, method: string, url: string, t: string, nonce: string): Buffer {
-  return createHmac('sha256', secret).update(`${method}\n${url}\n${t}\n${nonce}`).digest()
+// The receiving peer's base URL is signed too, so a captured request cannot be replayed to
+// any other peer of the cluster.
+function mac (secret: string, method: string, url: string, audience: string, t: string, nonce: string): Buffer {
+  return createHmac('sha256', secret).update(`${method}\n${url}\n${audience}\n${t}\n${nonce}`).digest()
 }
 
-export type Verdict = { ok: true } | { ok: false, reason: string }
+/**
+ * `overloaded` is this peer's own limit, not the sender's fault: the sender falls back to the
+ * origin without counting it against the peer's health.
+ */
+export type Verdict = { ok: true } | { ok: false, reason: string, overloaded?: true }
 
 /**
  * HMAC-SHA256 request signatures between peers: over the method, the absolute origin URL, a
@@ -30,14 +36,16 @@ export class Signer {
     this.#now = now
   }
 
-  sign (method: string, url: string): string {
+  /** Signs a request for `audience`, the base URL of the peer that will receive it. */
+  sign (method: string, url: string, audience: string): string {
     const t = String(Math.floor(this.#now() / 1000))
     const nonce = randomBytes(12).toString('base64url')
-    const s = mac(this.#secrets[0] as string, method, url, t, nonce).toString('base64url')
+    const s = mac(this.#secrets[0] as string, method, url, audience, t, nonce).toString('base64url')
     return `v1 t=${t} n=${nonce} s=${s}`
   }
 
-  verify (method: string, url: string, header: string | undefined): Verdict {
+  /** Checks a request received by `audience` (this peer's own base URL). */
+  verify (method: string, url: string, audience: string, header: string | undefined): Verdict {
     if (header === undefined) return { ok: false, reason: 'missing signature' }
     const m = /^v1 t=(\d{1,12}) n=([A-Za-z0-9_-]{8,64}) s=([A-Za-z0-9_-]{43})$/.exec(header)
     if (m === null) return { ok: false, reason: 'malformed signature' }
@@ -47,14 +55,14 @@ export class Signer {
     const given = Buffer.from(s, 'base64url')
     let good = false
     for (const secret of this.#secrets) {
-      const expected = mac(secret, method, url, t, nonce)
+      const expected = mac(secret, method, url, audience, t, nonce)
       // Compare every secret in constant time and do not stop early, so timing tells nothing.
       if (expected.length === given.length && timingSafeEqual(expected, given)) good = true
     }
     if (!good) return { ok: false, reason: 'bad signature' }
     this.#prune(now)
     if (this.#seen.has(s)) return { ok: false, reason: 'replayed signature' }
-    if (this.#seen.size >= MAX_REMEMBERED) return { ok: false, reason: 'too many signed requests in the window' }
+    if (this.#seen.size >= MAX_REMEMBERED) return { ok: false, reason: 'too many signed requests in the window', overloaded: true }
     this.#seen.set(s, now + this.#windowMs * 2)
     return { ok: true }
   }

@@ -157,8 +157,8 @@ export function rawExchange (port: number, bytes: string | Buffer, opts: { timeo
  * A `forwardcache-auth` header made by hand, exactly as src/security/signature.ts makes one:
  * HMAC-SHA256 over `method \n url \n t \n nonce`, base64url.
  */
-export function forgeAuth (secret: string, method: string, url: string, tSeconds = Math.floor(Date.now() / 1000), nonce = randomBytes(12).toString('base64url')): string {
-  const s = createHmac('sha256', secret).update(`${method}\n${url}\n${tSeconds}\n${nonce}`).digest('base64url')
+export function forgeAuth (secret: string, method: string, url: string, audience: string, tSeconds = Math.floor(Date.now() / 1000), nonce = randomBytes(12).toString('base64url')): string {
+  const s = createHmac('sha256', secret).update(`${method}\n${url}\n${audience}\n${tSeconds}\n${nonce}`).digest('base64url')
   return `v1 t=${tSeconds} n=${nonce} s=${s}`
 }
 
