@@ -125,6 +125,14 @@ export interface PeerOptions extends RouterOptions {
    */
   maxEntrySize?: number
   /**
+   * Seconds past its freshness that a stored response may be served when the origin cannot be
+   * reached at all (refused, reset, timed out; RFC 9111 section 4.2.4 "disconnected"). A 5xx
+   * answer is not a disconnection: only stale-if-error serves stale for those. Never for
+   * responses with must-revalidate, proxy-revalidate, s-maxage or no-cache. 0 turns it off.
+   * @default 3600
+   */
+  staleOnDisconnect?: number
+  /**
    * Without a secret, let loopback callers use handler() even when loopback is not in the
    * pool. Turn off when a same-host reverse proxy or sidecar makes every request arrive from
    * loopback, which would otherwise make the handler an open relay.
@@ -191,6 +199,7 @@ export interface ResolvedPeerOptions extends ResolvedRouterOptions {
   hotThreshold: number
   store: CacheStore | undefined
   trustLoopback: boolean
+  staleOnDisconnect: number
   now: () => number
 }
 
@@ -285,5 +294,6 @@ export function resolvePeerOptions (opts: PeerOptions): ResolvedPeerOptions {
     throw new InvalidArgumentError('expected opts.store to be an undici CacheStore (get, createWriteStream, delete)')
   }
   const trustLoopback = resolveBoolean(o, 'trustLoopback', true)
-  return { ...base, self, maxSize, maxHostSize, maxEntrySize, hotSize, hotThreshold, store, trustLoopback, now: opts.now ?? Date.now }
+  const staleOnDisconnect = o.staleOnDisconnect === 0 ? 0 : positiveInteger(o, 'staleOnDisconnect', 3600)
+  return { ...base, self, maxSize, maxHostSize, maxEntrySize, hotSize, hotThreshold, store, trustLoopback, staleOnDisconnect, now: opts.now ?? Date.now }
 }

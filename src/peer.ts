@@ -48,6 +48,7 @@ export class Peer extends Router {
       originTimeout: resolved.originTimeout,
       bodyTimeout: resolved.bodyTimeout,
       track: (ctl) => this.track(ctl),
+      staleOnDisconnect: resolved.staleOnDisconnect,
       ...(resolved.store === undefined
         ? {}
         : {

@@ -42,6 +42,8 @@ export interface LocalCacheOptions {
   bodyTimeout: number
   /** Registers background work (revalidations) so close() waits for it. */
   track?: (ctl: CallerController) => () => void
+  /** Seconds past freshness a stored response may stand in for an unreachable origin. */
+  staleOnDisconnect: number
   /** A second tier (any undici CacheStore) behind the per-host LRU. */
   secondTier?: SecondTier
 }
@@ -363,7 +365,7 @@ export class LocalCache {
    * when its directives allow it; returns false when they do not.
    */
   serveStaleOnError (req: CacheRequest, stale: StoredResponse | undefined, sink: CallerHandler, ctl: CallerController, status?: number): boolean {
-    if (stale === undefined || !staleIfErrorAllows(stale.freshness, req.directives, this.#o.now(), status === undefined)) return false
+    if (stale === undefined || !staleIfErrorAllows(stale.freshness, req.directives, this.#o.now(), status === undefined ? this.#o.staleOnDisconnect : undefined)) return false
     this.#o.counters.add('staleServed')
     this.#serveStored(req, stale, sink, ctl, `${status === undefined ? '' : `fwd-status=${status}; `}detail=stale-if-error`, 'stale')
     return true

@@ -459,16 +459,20 @@ export function decideReuse (f: Freshness, requestDirectives: Directives, reques
 /**
  * May this stale response stand in for an origin that failed? For a 5xx, only within a
  * stale-if-error window (RFC 5861 section 4: the response's or the request's, the larger).
- * When no response came at all (`disconnected`), RFC 9111 section 4.2.4 allows it outright.
+ * When no response came at all, RFC 9111 section 4.2.4 allows it ("disconnected"), here for
+ * up to `disconnectedGrace` seconds past freshness.
  * Either way the section 4.2.4 prohibitions hold: must-revalidate, proxy-revalidate,
  * s-maxage and no-cache never serve stale.
  */
-export function staleIfErrorAllows (f: Freshness, requestDirectives: Directives, now: number, disconnected = false): boolean {
+export function staleIfErrorAllows (f: Freshness, requestDirectives: Directives, now: number, disconnectedGrace?: number): boolean {
   const cc = f.directives
   if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage') || cc.has('no-cache')) return false
   if (requestDirectives.has('no-cache')) return false
-  if (disconnected) return true
-  const limit = Math.max(parseDeltaSeconds(cc.get('stale-if-error')) ?? -1, parseDeltaSeconds(requestDirectives.get('stale-if-error')) ?? -1)
+  const limit = Math.max(
+    parseDeltaSeconds(cc.get('stale-if-error')) ?? -1,
+    parseDeltaSeconds(requestDirectives.get('stale-if-error')) ?? -1,
+    disconnectedGrace ?? -1
+  )
   if (limit < 0) return false
   return currentAge(f, now) - f.lifetime <= limit
 }

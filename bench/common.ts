@@ -1,0 +1,178 @@
+/**
+ * What the bench's processes share: the cell spec and result shapes that travel over IPC,
+ * the origin's URL scheme, percentiles, and a small request/reply client for helper processes.
+ */
+import { fork, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+export const THROUGHPUT_SCENARIOS = [
+  'direct', 'undici-cache', 'undici-cache-miss', 'floor', 'local-hit', 'forwarded-hit', 'hot-hit', 'miss'
+] as const
+export const SPECIAL_SCENARIOS = [
+  'coalesce', 'coalesce-undici-cache', 'ring', 'memory', 'memory-undici-cache'
+] as const
+
+export type ThroughputScenario = typeof THROUGHPUT_SCENARIOS[number]
+export type SpecialScenario = typeof SPECIAL_SCENARIOS[number]
+export type Scenario = ThroughputScenario | SpecialScenario
+
+export function isScenario (s: string): s is Scenario {
+  return (THROUGHPUT_SCENARIOS as readonly string[]).includes(s) || (SPECIAL_SCENARIOS as readonly string[]).includes(s)
+}
+
+/** One measured cell: one scenario at one size and concurrency (or peer count), in one process. */
+export interface CellSpec {
+  scenario: Scenario
+  /** Response body bytes. */
+  size: number
+  /** Requests in flight at once. */
+  concurrency: number
+  /** Ring size, for the `ring` scenario (0 elsewhere). */
+  peers: number
+  /** Length of the measured window. */
+  durationMs: number
+  /** Unmeasured traffic before it (after the cache is filled), so the JIT and the sockets are warm. */
+  warmupMs: number
+  round: number
+  /**
+   * How each response body is read, whole: 'stream' counts the bytes of every chunk as it
+   * arrives (no copy); 'arrayBuffer' is `await body.arrayBuffer()` (one more copy of the body,
+   * which in undici 7 is a zero-filled allocation plus a copy when the body came as one chunk).
+   */
+  read: BodyRead
+  /** Sign requests between peers with this shared secret (the Peer `secret` option); '' for none. */
+  secret: string
+}
+
+export type BodyRead = 'stream' | 'arrayBuffer'
+
+export interface CellResult {
+  spec: CellSpec
+  /** Requests (or ownerOf calls) completed in the measured window. */
+  requests: number
+  elapsedMs: number
+  opsPerSec: number
+  /** Per-request latency, from request() to the last body byte read; null where not meaningful. */
+  p50Ms: number | null
+  p99Ms: number | null
+  /** Peak resident set size of the measuring process (process.resourceUsage().maxRSS). */
+  maxRssBytes: number
+  /** Requests the origin received during the measured window; null where there is no origin. */
+  originRequests: number | null
+  /** Responses that were not 200 with the whole expected body, plus thrown requests. */
+  errors: number
+  /** Scenario-specific numbers and notes. */
+  extra: Record<string, number | string>
+}
+
+export const KiB = 1024
+export const MiB = 1024 * 1024
+
+/**
+ * The origin's URL scheme: `/o/{bodyBytes}/{holdMs}/{anything}`. Every answer is 200, cacheable
+ * by a shared cache for an hour, with an exact Content-Length.
+ */
+export function originPath (size: number, holdMs: number, name: string): string {
+  return `/o/${size}/${holdMs}/${name}`
+}
+
+export const ORIGIN_CACHE_CONTROL = 'public, max-age=3600'
+
+/** Nearest-rank percentile of an unsorted sample, in the sample's unit. */
+export function percentile (sorted: Float64Array, p: number): number | null {
+  if (sorted.length === 0) return null
+  const rank = Math.max(1, Math.ceil(p * sorted.length))
+  return sorted[Math.min(sorted.length, rank) - 1] ?? null
+}
+
+export function sortedSample (values: readonly number[]): Float64Array {
+  const a = Float64Array.from(values)
+  a.sort()
+  return a
+}
+
+export function median (values: readonly number[]): number | null {
+  if (values.length === 0) return null
+  const s = [...values].sort((a, b) => a - b)
+  const mid = s.length >> 1
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2
+}
+
+export function sizeLabel (bytes: number): string {
+  if (bytes >= MiB && bytes % MiB === 0) return `${bytes / MiB} MiB`
+  if (bytes >= KiB && bytes % KiB === 0) return `${bytes / KiB} KiB`
+  return `${bytes} B`
+}
+
+export function maxRssBytes (): number {
+  // maxRSS is in kilobytes on Linux and macOS.
+  return process.resourceUsage().maxRSS * 1024
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helper processes (origin, remote peer): a request/reply protocol over the IPC channel.
+// ---------------------------------------------------------------------------------------------
+
+export type HelperRole = 'origin' | 'peer'
+
+/**
+ * Node flags of every process the bench forks. The warning silenced here is the Peer's notice
+ * that it runs without `secret` (the bench's default); it would be printed once per process.
+ */
+export const CHILD_NODE_FLAGS: readonly string[] = ['--disable-warning=FORWARDCACHE_UNAUTHENTICATED']
+
+export interface HelperRequest { id: number, cmd: string, args?: unknown }
+export type HelperReply = { id: number, ok: true, result: unknown } | { id: number, ok: false, error: string }
+export interface HelperHello { hello: true, url: string }
+
+export class Helper {
+  readonly proc: ChildProcess
+  readonly url: string
+  #next = 1
+  readonly #waiting = new Map<number, { resolve: (v: unknown) => void, reject: (e: Error) => void }>()
+
+  private constructor (proc: ChildProcess, url: string) {
+    this.proc = proc
+    this.url = url
+    proc.on('message', (m: HelperReply | HelperHello) => {
+      if ('hello' in m) return
+      const w = this.#waiting.get(m.id)
+      if (w === undefined) return
+      this.#waiting.delete(m.id)
+      if (m.ok) w.resolve(m.result)
+      else w.reject(new Error(m.error))
+    })
+    proc.on('exit', (code) => {
+      for (const w of this.#waiting.values()) w.reject(new Error(`helper exited with code ${String(code)}`))
+      this.#waiting.clear()
+    })
+  }
+
+  /** Forks dist/bench/helper.js in `role` and waits for it to listen. */
+  static async start (role: HelperRole): Promise<Helper> {
+    const script = fileURLToPath(new URL('./helper.js', import.meta.url))
+    const proc = fork(script, [role], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...CHILD_NODE_FLAGS] })
+    const url = await new Promise<string>((resolve, reject) => {
+      proc.once('error', reject)
+      proc.once('exit', (code) => reject(new Error(`${role} helper exited early with code ${String(code)}`)))
+      proc.once('message', (m: HelperHello) => resolve(m.url))
+    })
+    proc.removeAllListeners('exit')
+    proc.removeAllListeners('error')
+    return new Helper(proc, url)
+  }
+
+  call<T = unknown> (cmd: string, args?: unknown): Promise<T> {
+    const id = this.#next++
+    return new Promise<T>((resolve, reject) => {
+      this.#waiting.set(id, { resolve: resolve as (v: unknown) => void, reject })
+      const msg: HelperRequest = args === undefined ? { id, cmd } : { id, cmd, args }
+      this.proc.send(msg)
+    })
+  }
+
+  stop (): void {
+    if (this.proc.connected) this.proc.disconnect()
+    this.proc.kill()
+  }
+}

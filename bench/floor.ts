@@ -1,0 +1,114 @@
+/**
+ * The least any Dispatcher can cost: replays a prebuilt response held in a Map, keyed by
+ * origin + path, with no parsing, no policy and no copies. Whatever a caching Dispatcher spends
+ * above this is its own overhead; what this costs is undici.request's.
+ */
+import { Dispatcher, errors } from 'undici'
+
+export interface FloorEntry {
+  statusCode: number
+  statusText: string
+  /** The legacy contract's raw headers: alternating name and value Buffers. */
+  rawHeaders: Buffer[]
+  /** Headers in the new contract's shape, for handlers that speak it. */
+  headers: Record<string, string>
+  body: Buffer
+}
+
+export function floorEntry (headers: Record<string, string>, body: Buffer): FloorEntry {
+  const rawHeaders: Buffer[] = []
+  for (const [name, value] of Object.entries(headers)) rawHeaders.push(Buffer.from(name, 'latin1'), Buffer.from(value, 'latin1'))
+  return { statusCode: 200, statusText: 'OK', rawHeaders, headers, body }
+}
+
+const NO_TRAILERS: string[] = []
+
+export class FloorDispatcher extends Dispatcher {
+  readonly #entries: Map<string, FloorEntry>
+
+  constructor (entries: Map<string, FloorEntry>) {
+    super()
+    this.#entries = entries
+  }
+
+  static key (origin: string, path: string): string {
+    return origin + path
+  }
+
+  override dispatch (opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const origin = typeof opts.origin === 'string' ? opts.origin : String(opts.origin?.origin ?? '')
+    const entry = this.#entries.get(FloorDispatcher.key(origin, opts.path))
+    // Delivered on a microtask, never inside dispatch(), as a real response would be.
+    queueMicrotask(() => {
+      if (typeof handler.onRequestStart === 'function' || typeof handler.onResponseStart === 'function') {
+        deliverModern(handler, entry)
+      } else {
+        deliverLegacy(handler, entry)
+      }
+    })
+    return true
+  }
+
+  override close (): Promise<void>
+  override close (callback: () => void): void
+  override close (callback?: () => void): Promise<void> | void {
+    if (callback !== undefined) { queueMicrotask(callback); return }
+    return Promise.resolve()
+  }
+
+  override destroy (): Promise<void>
+  override destroy (err: Error | null): Promise<void>
+  override destroy (callback: () => void): void
+  override destroy (err: Error | null, callback: () => void): void
+  override destroy (a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    const callback = typeof a === 'function' ? a : b
+    if (callback !== undefined) { queueMicrotask(callback); return }
+    return Promise.resolve()
+  }
+}
+
+/** onConnect, onHeaders, onData, onComplete: what undici.request and fetch pass. */
+function deliverLegacy (handler: Dispatcher.DispatchHandler, entry: FloorEntry | undefined): void {
+  let aborted: Error | null = null
+  let paused = false
+  let delivered = false
+  const finish = (): void => {
+    if (delivered || aborted !== null || entry === undefined) return
+    delivered = true
+    handler.onComplete?.(NO_TRAILERS)
+  }
+  handler.onConnect?.((err?: Error) => { aborted = err ?? new errors.RequestAbortedError() })
+  if (aborted !== null) { handler.onError?.(aborted); return }
+  if (entry === undefined) { handler.onError?.(new Error('floor: no such entry')); return }
+  const resume = (): void => {
+    if (!paused) return
+    paused = false
+    queueMicrotask(finish)
+  }
+  // Backpressure: one chunk, so a pause can only delay the end.
+  if (handler.onHeaders?.(entry.statusCode, entry.rawHeaders, resume, entry.statusText) === false) paused = true
+  if (aborted !== null) { handler.onError?.(aborted); return }
+  if (handler.onData?.(entry.body) === false) paused = true
+  if (aborted !== null) { handler.onError?.(aborted); return }
+  if (!paused) finish()
+}
+
+/** onRequestStart, onResponseStart, ...: what compose()d interceptors pass. */
+function deliverModern (handler: Dispatcher.DispatchHandler, entry: FloorEntry | undefined): void {
+  let aborted: Error | null = null
+  const controller: Dispatcher.DispatchController = {
+    get aborted () { return aborted !== null },
+    get paused () { return false },
+    get reason () { return aborted },
+    abort (reason: Error) { aborted = reason },
+    pause () {},
+    resume () {}
+  }
+  handler.onRequestStart?.(controller, {})
+  if (aborted !== null) { handler.onResponseError?.(controller, aborted); return }
+  if (entry === undefined) { handler.onResponseError?.(controller, new Error('floor: no such entry')); return }
+  handler.onResponseStart?.(controller, entry.statusCode, entry.headers, entry.statusText)
+  handler.onResponseData?.(controller, entry.body)
+  if (aborted !== null) { handler.onResponseError?.(controller, aborted); return }
+  handler.onResponseEnd?.(controller, {})
+}

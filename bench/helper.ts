@@ -1,0 +1,116 @@
+/**
+ * A helper process of the bench, forked by a scenario runner (dist/bench/helper.js ROLE):
+ *
+ * - `origin`: a loopback node:http origin that counts the requests it receives. It answers
+ *   `/o/{bytes}/{holdMs}/{anything}` with 200, `Cache-Control: public, max-age=3600`, an exact
+ *   Content-Length and a body of `bytes` bytes, after holding the response `holdMs` ms.
+ *   Commands: `count` (requests since the last reset), `reset`.
+ * - `peer`: a forwardcache Peer behind `http.createServer(peer.handler())`, the owner in the
+ *   forwarded-hit and hot-hit scenarios. Commands: `init` ({ peers, secret }), `stats`.
+ *
+ * It reports `{ hello: true, url }` once listening, and exits when its parent disconnects.
+ */
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { Peer } from '../src/index.js'
+import { ORIGIN_CACHE_CONTROL, type HelperReply, type HelperRequest } from './common.js'
+
+const bodies = new Map<number, Buffer>()
+
+function bodyOf (size: number): Buffer {
+  let b = bodies.get(size)
+  if (b === undefined) {
+    b = Buffer.alloc(size, 'forwardcache bench body\n')
+    bodies.set(size, b)
+  }
+  return b
+}
+
+async function listen (server: http.Server): Promise<string> {
+  server.keepAliveTimeout = 60_000
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+type Commands = Record<string, (args: unknown) => unknown>
+
+function serveCommands (commands: Commands): void {
+  process.on('message', (m: HelperRequest) => {
+    void (async () => {
+      let reply: HelperReply
+      try {
+        const fn = commands[m.cmd]
+        if (fn === undefined) throw new Error(`unknown command ${m.cmd}`)
+        reply = { id: m.id, ok: true, result: await fn(m.args) }
+      } catch (err) {
+        reply = { id: m.id, ok: false, error: (err as Error).stack ?? String(err) }
+      }
+      process.send?.(reply)
+    })()
+  })
+}
+
+async function origin (): Promise<void> {
+  let count = 0
+  const server = http.createServer((req, res) => {
+    count++
+    const parts = (req.url ?? '/').split('/')
+    // ['', 'o', bytes, holdMs, ...]
+    if (parts[1] !== 'o' || parts.length < 5) {
+      res.writeHead(404, { 'content-length': '0' })
+      res.end()
+      return
+    }
+    const size = Number(parts[2])
+    const hold = Number(parts[3])
+    if (!Number.isSafeInteger(size) || size < 0 || !Number.isSafeInteger(hold) || hold < 0) {
+      res.writeHead(400, { 'content-length': '0' })
+      res.end()
+      return
+    }
+    const body = bodyOf(size)
+    const send = (): void => {
+      res.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        'content-length': String(body.length),
+        'cache-control': ORIGIN_CACHE_CONTROL,
+        etag: `"${size}"`
+      })
+      res.end(body)
+    }
+    if (hold > 0) setTimeout(send, hold)
+    else send()
+  })
+  const url = await listen(server)
+  serveCommands({
+    count: () => count,
+    reset: () => { count = 0; return 0 }
+  })
+  process.send?.({ hello: true, url })
+}
+
+async function peer (): Promise<void> {
+  const server = http.createServer()
+  const self = await listen(server)
+  let p: Peer | undefined
+  serveCommands({
+    init: async (args) => {
+      const { peers, secret } = args as { peers: string[], secret: string }
+      p = new Peer(secret === '' ? { self, peers } : { self, peers, secret })
+      server.on('request', p.handler())
+      await p.ready
+      return self
+    },
+    stats: () => p?.stats()
+  })
+  process.send?.({ hello: true, url: self })
+}
+
+process.on('disconnect', () => process.exit(0))
+const role = process.argv[2]
+if (role === 'origin') void origin()
+else if (role === 'peer') void peer()
+else {
+  console.error(`unknown helper role ${String(role)}`)
+  process.exit(2)
+}
