@@ -38,6 +38,7 @@ function addHeader (out: RequestHeaders, rawName: string, rawValue: unknown): vo
  * are not tokens and on values that contain CR, LF or NUL.
  */
 export function normaliseRequestHeaders (headers: unknown): RequestHeaders {
+  if (headers === undefined || headers === null) return {}
   const out = readRequestHeaders(headers)
   let size = 0
   for (const name in out) size += name.length + (out[name] as string).length + 4
@@ -84,6 +85,14 @@ const PROTECTED_FROM_CONNECTION = new Set(['host', 'content-length', 'authorizat
  * request's meaning.
  */
 export function endToEndRequestHeaders (headers: RequestHeaders): RequestHeaders {
+  // Most requests have no Connection field and nothing hop-by-hop: keep the object as it is.
+  if (headers.connection === undefined) {
+    let clean = true
+    for (const name in headers) {
+      if (HOP_BY_HOP.has(name) || name === 'host') { clean = false; break }
+    }
+    if (clean) return headers
+  }
   const named = connectionTokens(headers.connection)
   for (const token of named) {
     if (PROTECTED_FROM_CONNECTION.has(token)) {
@@ -155,15 +164,16 @@ function latin1 (b: Buffer | string): string {
 // Request fields that ask an origin to act on another host, scheme, path or method. The cache
 // key is the URL alone, so a response shaped by one of these would be served to everyone who
 // asks for that URL (cache poisoning): they never reach an origin through the cache.
-const UNKEYED_OVERRIDES = [
+const UNKEYED_OVERRIDES = new Set([
   'x-forwarded-host', 'x-forwarded-server', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-scheme',
   'x-forwarded-prefix', 'forwarded', 'x-host', 'x-original-url', 'x-rewrite-url', 'x-original-host',
   'x-http-method-override', 'x-http-method', 'x-method-override'
-]
+])
 
 /** The request headers a cached GET/HEAD may carry to a peer or an origin. */
 export function cacheableRequestHeaders (headers: RequestHeaders): RequestHeaders {
-  for (const name of UNKEYED_OVERRIDES) delete headers[name]
+  // A request carries few fields: walk them, rather than deleting every name on the list.
+  for (const name in headers) if (UNKEYED_OVERRIDES.has(name)) delete headers[name]
   return headers
 }
 

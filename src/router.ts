@@ -2,7 +2,7 @@ import { Agent, Dispatcher } from 'undici'
 import type { HotCache } from './cache/hot-cache.js'
 import type { CacheRequest } from './cache/local-cache.js'
 import { CACHE_NAME, coalescable, shareable } from './cache/local-cache.js'
-import { parseCacheControl } from './cache/policy.js'
+import { requestDirectives } from './cache/policy.js'
 import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { Fanout } from './dispatch/fanout.js'
@@ -197,9 +197,9 @@ export abstract class Router extends Dispatcher {
         const qs = new URLSearchParams(opts.query as Record<string, string>).toString()
         if (qs !== '') path += (path.includes('?') ? '&' : '?') + qs
       }
-      const url = normaliseOriginUrl(origin.replace(/\/+$/, '') + path)
+      const url = this.#url(origin, path)
       if (!this.originAllowed(url)) throw new ForbiddenOriginError(url.origin)
-      const method = opts.method.toUpperCase()
+      const method = opts.method === 'GET' || opts.method === 'HEAD' ? opts.method : opts.method.toUpperCase()
       const headers = endToEndRequestHeaders(normaliseRequestHeaders(opts.headers))
       this.#inFlight.add(ctl)
       sink.onRequestStart(ctl, {})
@@ -208,13 +208,13 @@ export abstract class Router extends Dispatcher {
         if (opts.upgrade !== undefined && opts.upgrade !== null && opts.upgrade !== false) {
           throw new InvalidArgumentError('upgrade requests are not supported by forwardcache')
         }
-        this.counters.add('requests')
+        this.counters.values.requests++
         const req: CacheRequest = {
           method,
           url,
           key: url.href,
           headers: cacheableRequestHeaders(headers),
-          directives: parseCacheControl(headers['cache-control'])
+          directives: requestDirectives(headers['cache-control'])
         }
         // Credentials never travel between peers and never key a shared entry: such requests
         // go straight to the origin from here.
@@ -233,6 +233,21 @@ export abstract class Router extends Dispatcher {
       return false
     }
     return true
+  }
+
+  // Parsed target URLs by their raw spelling: parsing and normalising a URL costs more than
+  // the rest of a cache hit, and callers ask for the same few URLs over and over.
+  #urls = new Map<string, URL>()
+
+  #url (origin: string, path: string): URL {
+    const raw = origin.endsWith('/') ? origin.replace(/\/+$/, '') + path : origin + path
+    let url = this.#urls.get(raw)
+    if (url === undefined) {
+      url = normaliseOriginUrl(raw)
+      if (this.#urls.size >= 4096) this.#urls.clear()
+      this.#urls.set(raw, url)
+    }
+    return url
   }
 
   #route (req: CacheRequest, sink: CallerHandler, ctl: CallerController): void {

@@ -86,6 +86,11 @@ export class Counters {
   }
 
   addHost (host: string, name: HostCounterName): void {
+    this.hostRow(host)[name]++
+  }
+
+  /** The counters of one origin host, created on first use (the table is bounded). */
+  hostRow (host: string): HostStats {
     let row = this.hosts.get(host)
     if (row === undefined) {
       if (this.hosts.size >= MAX_HOST_ROWS) {
@@ -95,6 +100,6 @@ export class Counters {
       row = { requests: 0, hits: 0, misses: 0, originFetches: 0, bytes: 0 }
       this.hosts.set(host, row)
     }
-    row[name]++
+    return row
   }
 }

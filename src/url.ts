@@ -23,7 +23,8 @@ export function normaliseOriginUrl (input: string | URL): URL {
   if (url.username !== '' || url.password !== '') {
     throw new InvalidArgumentError('URLs with userinfo are refused: credentials do not belong in a shared cache key')
   }
-  url.hash = ''
+  // Setting hash re-serialises the URL: only when there is a fragment to drop.
+  if (url.hash !== '') url.hash = ''
   return url
 }
 

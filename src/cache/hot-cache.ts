@@ -2,7 +2,7 @@ import { LRUCache } from 'lru-cache'
 import type { Dispatcher } from 'undici'
 import type { CallerHandler } from '../dispatch/compat.js'
 import type { CallerController } from '../dispatch/controller.js'
-import { headerString, type ResponseHeaders } from '../headers.js'
+import { headerString, toRawHeaders, type ResponseHeaders } from '../headers.js'
 import type { CacheRequest } from './local-cache.js'
 import { CACHE_NAME } from './local-cache.js'
 import { computeFreshness, currentAge, decideReuse, decideStorage, varyMatches } from './policy.js'
@@ -54,8 +54,14 @@ export class HotCache {
       if (req.headers['if-none-match'] !== undefined || req.headers['if-modified-since'] !== undefined) return false
       this.hits++
       const age = Math.floor(currentAge(v.freshness, now))
-      const headers: ResponseHeaders = { ...v.headers, age: String(age), 'cache-status': `${CACHE_NAME}; hit; detail=hot` }
-      replay(sink, ctl, v.status, v.statusText, headers, req.method === 'HEAD' ? [] : v.body)
+      let hit = v.hit
+      if (hit === undefined || hit.age !== age) {
+        hit = { age, ttl: 0, detail: 'hot', forward: undefined, cacheStatus: `${CACHE_NAME}; hit; detail=hot`, headers: undefined, raw: undefined }
+        v.hit = hit
+      }
+      hit.headers ??= { ...v.headers, age: String(age), 'cache-status': hit.cacheStatus }
+      if (sink.legacy) hit.raw ??= toRawHeaders(hit.headers)
+      replay(sink, ctl, v.status, v.statusText, hit.headers, req.method === 'HEAD' ? [] : v.body, hit.raw)
       return true
     }
     return false

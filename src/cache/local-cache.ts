@@ -14,7 +14,7 @@ import { replay } from './replay.js'
 import { CallerController as BackgroundController } from '../dispatch/controller.js'
 import { channels } from '../observe/channels.js'
 import type { SecondTier } from './second-tier.js'
-import { entrySize, type Store, type StoredResponse } from './store.js'
+import { entrySize, type PreparedHit, type Store, type StoredResponse } from './store.js'
 
 type Handler = Dispatcher.DispatchHandler
 type Controller = Dispatcher.DispatchController
@@ -56,6 +56,15 @@ export const CACHE_NAME = 'forwardcache'
 const CONDITIONALS = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range']
 
 /** A 304 answer to a caller's conditional request: the stored response's metadata only. */
+const NO_BODY: readonly Buffer[] = []
+const NO_HEADERS: ResponseHeaders = Object.freeze({}) as ResponseHeaders
+
+/** The stored headers with this hit's Age (RFC 9111 section 5.1) and Cache-Status. */
+function hitHeaders (stored: StoredResponse, hit: PreparedHit): ResponseHeaders {
+  hit.headers ??= { ...stored.headers, age: String(hit.age), 'cache-status': hit.cacheStatus }
+  return hit.headers
+}
+
 const NOT_MODIFIED_FIELDS = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified', 'age', 'cache-status']
 
 function notModifiedHeaders (headers: ResponseHeaders): ResponseHeaders {
@@ -131,7 +140,8 @@ export class LocalCache {
   serve (req: CacheRequest, sink: CallerHandler, ctl: CallerController, mayJoin = true): void {
     const { store, counters, now } = this.#o
     const host = req.url.host
-    counters.addHost(host, 'requests')
+    const row = counters.hostRow(host)
+    row.requests++
     const variants = store.get(host, req.key)
     let selected: StoredResponse | undefined
     if (variants !== undefined) {
@@ -147,8 +157,8 @@ export class LocalCache {
         if (channels.hit.hasSubscribers) {
           channels.hit.publish({ self: this.#o.self, url: req.key, status: selected.status, age: currentAge(selected.freshness, now()) })
         }
-        counters.add('localHits')
-        counters.addHost(host, 'hits')
+        counters.values.localHits++
+        row.hits++
         if (reuse.action === 'fresh') {
           this.#serveStored(req, selected, sink, ctl, 'hit')
           return
@@ -253,34 +263,52 @@ export class LocalCache {
     if (n > 0) this.#o.counters.add('invalidations')
   }
 
-  #serveStored (req: CacheRequest, stored: StoredResponse, sink: CallerHandler, ctl: CallerController, status: string, forward?: string): void {
-    const now = this.#o.now()
+  #serveStored (req: CacheRequest, stored: StoredResponse, sink: CallerHandler, ctl: CallerController, detail: string, forward?: string): void {
     const f = stored.freshness
-    const age = Math.floor(currentAge(f, now))
-    const ttl = Math.floor(f.lifetime - currentAge(f, now))
-    const cacheStatus = forward === undefined
-      ? `${CACHE_NAME}; ${status}; ttl=${ttl}`
-      : `${CACHE_NAME}; fwd=${forward}; ${status}`
-    // RFC 9111 section 5.1: Age on every response served from storage.
-    const headers: ResponseHeaders = { ...stored.headers, age: String(age), 'cache-status': cacheStatus }
+    const current = currentAge(f, this.#o.now())
+    const age = Math.floor(current)
+    const ttl = Math.floor(f.lifetime - current)
+    let hit = stored.hit
+    if (hit === undefined || hit.age !== age || hit.ttl !== ttl || hit.detail !== detail || hit.forward !== forward) {
+      hit = {
+        age,
+        ttl,
+        detail,
+        forward,
+        cacheStatus: forward === undefined ? `${CACHE_NAME}; ${detail}; ttl=${ttl}` : `${CACHE_NAME}; fwd=${forward}; ${detail}`,
+        headers: undefined,
+        raw: undefined
+      }
+      stored.hit = hit
+    }
+    if (req.headers['if-none-match'] !== undefined || req.headers['if-modified-since'] !== undefined || req.headers.range !== undefined) {
+      if (this.#servePartialOrNotModified(req, stored, hitHeaders(stored, hit), sink, ctl)) return
+    }
+    const body = req.method === 'HEAD' ? NO_BODY : stored.body
+    if (sink.legacy) {
+      // The stored headers are converted to the legacy raw form once per Age value, not per hit.
+      hit.raw ??= toRawHeaders(hitHeaders(stored, hit))
+      replay(sink, ctl, stored.status, stored.statusText, NO_HEADERS, body, hit.raw)
+    } else {
+      replay(sink, ctl, stored.status, stored.statusText, hitHeaders(stored, hit), body)
+    }
+  }
+
+  /** Answers a caller's own conditional or range request from a stored response, if it can. */
+  #servePartialOrNotModified (req: CacheRequest, stored: StoredResponse, headers: ResponseHeaders, sink: CallerHandler, ctl: CallerController): boolean {
+    const f = stored.freshness
     if (hasConditional(req.headers) && conditionalMatches(f, req.headers)) {
-      replay(sink, ctl, 304, 'Not Modified', notModifiedHeaders(headers), [])
-      return
+      replay(sink, ctl, 304, 'Not Modified', notModifiedHeaders(headers), NO_BODY)
+      return true
     }
     if (req.method === 'GET' && req.headers.range !== undefined && stored.status === 200) {
       const partial = rangeOf(req.headers, f, stored)
       if (partial !== undefined) {
         replay(sink, ctl, partial.status, partial.status === 206 ? 'Partial Content' : 'Range Not Satisfiable', { ...headers, ...partial.headers }, partial.body)
-        return
+        return true
       }
     }
-    const body = req.method === 'HEAD' ? [] : stored.body
-    replay(sink, ctl, stored.status, stored.statusText, headers, body, () => {
-      // Stored headers are converted once per stored response; only the two per-hit fields
-      // are built each time.
-      stored.rawHeaders ??= toRawHeaders(stored.headers)
-      return [...stored.rawHeaders, Buffer.from('age'), Buffer.from(String(age)), Buffer.from('cache-status'), Buffer.from(cacheStatus, 'latin1')]
-    })
+    return false
   }
 
   #gatewayTimeout (sink: CallerHandler, ctl: CallerController): void {

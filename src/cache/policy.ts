@@ -46,6 +46,13 @@ const DIRECTIVE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*
  * occurrence of a repeated directive wins (RFC 9111 section 4.2.1); empty list elements are
  * skipped and a malformed element is ignored without losing the ones after it.
  */
+const NO_DIRECTIVES: Directives = new Map()
+
+/** Directives of a request that may have no Cache-Control: the empty case allocates nothing. */
+export function requestDirectives (value: string | undefined): Directives {
+  return value === undefined || value === '' ? NO_DIRECTIVES : parseCacheControl(value)
+}
+
 export function parseCacheControl (value: string | undefined): Directives {
   const out: Directives = new Map()
   if (value === undefined || value === '') return out

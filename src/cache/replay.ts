@@ -1,4 +1,4 @@
-import type { CallerController } from '../dispatch/controller.js'
+import type { CallerController, FlowTarget } from '../dispatch/controller.js'
 import type { CallerHandler } from '../dispatch/compat.js'
 import { toRawHeaders, type ResponseHeaders } from '../headers.js'
 
@@ -7,7 +7,76 @@ const NO_TRAILERS: ResponseHeaders = Object.freeze({}) as ResponseHeaders
 /**
  * Plays a response held in memory into a caller's handler, honouring pause/resume and abort.
  * It starts on a microtask, never inside dispatch(), so callers see the same ordering as with
- * a network response.
+ * a network response. One object per replay: it is the flow target and the microtask.
+ */
+class Replay implements FlowTarget {
+  readonly #sink: CallerHandler
+  readonly #ctl: CallerController
+  readonly #status: number
+  readonly #statusText: string
+  readonly #headers: ResponseHeaders
+  readonly #body: readonly Buffer[]
+  readonly #rawHeaders: Buffer[] | undefined
+  #index = 0
+  #started = false
+  #finished = false
+  readonly #pump = (): void => { this.#run() }
+
+  constructor (sink: CallerHandler, ctl: CallerController, status: number, statusText: string,
+    headers: ResponseHeaders, body: readonly Buffer[], rawHeaders: Buffer[] | undefined) {
+    this.#sink = sink
+    this.#ctl = ctl
+    this.#status = status
+    this.#statusText = statusText
+    this.#headers = headers
+    this.#body = body
+    this.#rawHeaders = rawHeaders
+    ctl.attach(this)
+    queueMicrotask(this.#pump)
+  }
+
+  pause (): void {}
+
+  resume (): void {
+    queueMicrotask(this.#pump)
+  }
+
+  abort (reason: Error): void {
+    this.#fail(reason)
+  }
+
+  #fail (err: Error): void {
+    if (this.#finished) return
+    this.#finished = true
+    this.#sink.onResponseError(this.#ctl, err)
+  }
+
+  #run (): void {
+    if (this.#finished) return
+    const sink = this.#sink
+    const ctl = this.#ctl
+    try {
+      if (!this.#started) {
+        this.#started = true
+        if (sink.legacy) sink.startRaw(ctl, this.#status, this.#rawHeaders ?? toRawHeaders(this.#headers), this.#statusText)
+        else sink.onResponseStart(ctl, this.#status, this.#headers, this.#statusText)
+      }
+      const body = this.#body
+      while (!ctl.paused && !ctl.aborted && this.#index < body.length) {
+        sink.onResponseData(ctl, body[this.#index++] as Buffer)
+      }
+      if (ctl.aborted || ctl.paused || this.#finished) return
+      this.#finished = true
+      sink.onResponseEnd(ctl, NO_TRAILERS)
+    } catch (err) {
+      this.#fail(err as Error)
+    }
+  }
+}
+
+/**
+ * Plays a stored response into `sink`. `rawHeaders`, when given, is the same headers in the
+ * legacy contract's form, prepared once and shared: legacy callers then get no conversion.
  */
 export function replay (
   sink: CallerHandler,
@@ -16,44 +85,8 @@ export function replay (
   statusText: string,
   headers: ResponseHeaders,
   body: readonly Buffer[],
-  rawHeaders?: () => Buffer[]
+  rawHeaders?: Buffer[]
 ): void {
-  let index = 0
-  let started = false
-  let finished = false
-
-  const fail = (err: Error): void => {
-    if (finished) return
-    finished = true
-    sink.onResponseError(ctl, err)
-  }
-
-  const pump = (): void => {
-    if (finished) return
-    try {
-      if (!started) {
-        started = true
-        if (sink.legacy) {
-          sink.startRaw(ctl, status, rawHeaders !== undefined ? rawHeaders() : toRawHeaders(headers), statusText)
-        } else {
-          sink.onResponseStart(ctl, status, headers, statusText)
-        }
-      }
-      while (!ctl.paused && !ctl.aborted && index < body.length) {
-        sink.onResponseData(ctl, body[index++] as Buffer)
-      }
-      if (ctl.aborted || ctl.paused || finished) return
-      finished = true
-      sink.onResponseEnd(ctl, NO_TRAILERS)
-    } catch (err) {
-      fail(err as Error)
-    }
-  }
-
-  ctl.attach({
-    pause () {},
-    resume () { queueMicrotask(pump) },
-    abort (reason) { fail(reason) }
-  })
-  queueMicrotask(pump)
+  // eslint-disable-next-line no-new
+  new Replay(sink, ctl, status, statusText, headers, body, rawHeaders)
 }

@@ -13,8 +13,22 @@ export interface StoredResponse {
   readonly freshness: Freshness
   /** Bytes charged against the budgets: body, headers and a fixed overhead. */
   readonly size: number
-  /** Raw header form for legacy handlers, built on the first hit that needs it. */
-  rawHeaders?: Buffer[]
+  /**
+   * The headers of the last hit served from this response: Age and Cache-Status change at
+   * most once a second, so hits within that second share one prepared set.
+   */
+  hit?: PreparedHit
+}
+
+/** Hit headers prepared once and shared by the hits that carry the same Age and Cache-Status. */
+export interface PreparedHit {
+  readonly age: number
+  readonly ttl: number
+  readonly detail: string
+  readonly forward: string | undefined
+  readonly cacheStatus: string
+  headers: ResponseHeaders | undefined
+  raw: Buffer[] | undefined
 }
 
 /** The variants stored for one URL, most recently stored first. */
@@ -60,8 +74,11 @@ export interface StoreCounters {
  */
 export class Store {
   readonly #opts: StoreOptions
-  // Map order is host recency: a host is moved to the end whenever it is read or written.
   readonly #hosts = new Map<string, LRUCache<string, Variants>>()
+  // Host recency for the total budget: a counter stamp per use, compared only when evicting,
+  // so a hit costs one Map write instead of reordering the host table.
+  readonly #used = new Map<string, number>()
+  #tick = 0
   #bytes = 0
   #entries = 0
   #evictions = 0
@@ -73,10 +90,7 @@ export class Store {
 
   #touch (host: string): LRUCache<string, Variants> | undefined {
     const lru = this.#hosts.get(host)
-    if (lru !== undefined) {
-      this.#hosts.delete(host)
-      this.#hosts.set(host, lru)
-    }
+    if (lru !== undefined) this.#used.set(host, ++this.#tick)
     return lru
   }
 
@@ -97,6 +111,7 @@ export class Store {
       }
     })
     this.#hosts.set(host, lru)
+    this.#used.set(host, ++this.#tick)
     return lru
   }
 
@@ -143,21 +158,34 @@ export class Store {
   }
 
   #dropIfEmpty (host: string, lru: LRUCache<string, Variants>): void {
-    if (lru.size === 0) {
-      this.#hosts.delete(host)
-      this.#hostBytes.delete(host)
+    if (lru.size === 0) this.#forget(host)
+  }
+
+  #forget (host: string): void {
+    this.#hosts.delete(host)
+    this.#hostBytes.delete(host)
+    this.#used.delete(host)
+  }
+
+  /** The least recently used host: a scan, but only when the total budget is exceeded. */
+  #oldestHost (): string | undefined {
+    let oldest: string | undefined
+    let stamp = Infinity
+    for (const [host, used] of this.#used) {
+      if (used < stamp) {
+        stamp = used
+        oldest = host
+      }
     }
+    return oldest
   }
 
   #enforceTotal (): void {
     while (this.#bytes > this.#opts.maxSize) {
-      const oldest = this.#hosts.entries().next()
-      if (oldest.done === true) return
-      const [host, lru] = oldest.value
-      if (lru.pop() === undefined || lru.size === 0) {
-        this.#hosts.delete(host)
-        this.#hostBytes.delete(host)
-      }
+      const host = this.#oldestHost()
+      if (host === undefined) return
+      const lru = this.#hosts.get(host)
+      if (lru === undefined || lru.pop() === undefined || lru.size === 0) this.#forget(host)
     }
   }
 
@@ -165,6 +193,7 @@ export class Store {
     for (const lru of this.#hosts.values()) lru.clear()
     this.#hosts.clear()
     this.#hostBytes.clear()
+    this.#used.clear()
   }
 
   counters (): StoreCounters {
