@@ -37,8 +37,12 @@ function addHeader (out: RequestHeaders, rawName: string, rawValue: unknown): vo
  * into lower-case names with single string values. Throws InvalidArgumentError on names that
  * are not tokens and on values that contain CR, LF or NUL.
  */
+// The headers of every request that has none: shared, and frozen so that nothing can write
+// into it by mistake (code that adds fields works on a copy).
+const NO_HEADERS: RequestHeaders = Object.freeze({}) as RequestHeaders
+
 export function normaliseRequestHeaders (headers: unknown): RequestHeaders {
-  if (headers === undefined || headers === null) return {}
+  if (headers === undefined || headers === null) return NO_HEADERS
   const out = readRequestHeaders(headers)
   let size = 0
   for (const name in out) size += name.length + (out[name] as string).length + 4
@@ -85,6 +89,7 @@ const PROTECTED_FROM_CONNECTION = new Set(['host', 'content-length', 'authorizat
  * request's meaning.
  */
 export function endToEndRequestHeaders (headers: RequestHeaders): RequestHeaders {
+  if (headers === NO_HEADERS) return headers
   // Most requests have no Connection field and nothing hop-by-hop: keep the object as it is.
   if (headers.connection === undefined) {
     let clean = true
@@ -172,6 +177,7 @@ const UNKEYED_OVERRIDES = new Set([
 
 /** The request headers a cached GET/HEAD may carry to a peer or an origin. */
 export function cacheableRequestHeaders (headers: RequestHeaders): RequestHeaders {
+  if (headers === NO_HEADERS) return headers
   // A request carries few fields: walk them, rather than deleting every name on the list.
   for (const name in headers) if (UNKEYED_OVERRIDES.has(name)) delete headers[name]
   return headers

@@ -23,6 +23,9 @@ import { normaliseOriginUrl } from './url.js'
 type Handler = Dispatcher.DispatchHandler
 type DispatchOptions = Dispatcher.DispatchOptions
 
+// The context a Dispatcher hands to onRequestStart; nothing in it, so one for all requests.
+const NO_CONTEXT = Object.freeze({})
+
 // RFC 9110 section 9.2.1: methods that are safe never invalidate (RFC 9111 section 4.4).
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
@@ -56,6 +59,8 @@ export abstract class Router extends Dispatcher {
   #closed = false
   #destroyed = false
   readonly #inFlight = new Set<CallerController>()
+  // One object for every request's end, instead of a closure per request.
+  readonly #completion = { finished: (ctl: Dispatcher.DispatchController): void => { this.#finished(ctl as CallerController) } }
   // Forwards in flight, by method and URL, that later identical requests may still join.
   readonly #forwards = new Map<string, Fanout>()
   #idle: Array<() => void> = []
@@ -182,7 +187,7 @@ export abstract class Router extends Dispatcher {
   override dispatch (opts: DispatchOptions, handler: Handler): boolean {
     if (handler === null || typeof handler !== 'object') throw new InvalidArgumentError('handler must be an object')
     const ctl = new CallerController()
-    const sink = wrapCaller(handler, () => this.#finished(ctl))
+    const sink = wrapCaller(handler, this.#completion)
     try {
       if (this.#destroyed) throw new ClientDestroyedError()
       if (this.#closed) throw new ClientClosedError()
@@ -190,7 +195,7 @@ export abstract class Router extends Dispatcher {
       if (typeof opts.path !== 'string' || !opts.path.startsWith('/')) throw new InvalidArgumentError('opts.path must start with "/"')
       if (typeof opts.method !== 'string' || opts.method === '') throw new InvalidArgumentError('opts.method must be a string')
       if (opts.origin === undefined || opts.origin === null) throw new InvalidArgumentError('opts.origin is required')
-      if (/[\r\n\0]/.test(opts.path)) throw new InvalidArgumentError('opts.path may not contain CR, LF or NUL')
+      // CR, LF, NUL and other controls in the path are refused by normaliseOriginUrl.
       const origin = typeof opts.origin === 'string' ? opts.origin : opts.origin.origin
       let path = opts.path
       if (opts.query !== undefined && opts.query !== null) {
@@ -202,7 +207,7 @@ export abstract class Router extends Dispatcher {
       const method = opts.method === 'GET' || opts.method === 'HEAD' ? opts.method : opts.method.toUpperCase()
       const headers = endToEndRequestHeaders(normaliseRequestHeaders(opts.headers))
       this.#inFlight.add(ctl)
-      sink.onRequestStart(ctl, {})
+      sink.onRequestStart(ctl, NO_CONTEXT)
       if (method === 'GET' || method === 'HEAD') {
         if (hasBody(opts.body)) throw new InvalidArgumentError(`${method} requests cannot have a body`)
         if (opts.upgrade !== undefined && opts.upgrade !== null && opts.upgrade !== false) {
@@ -237,16 +242,26 @@ export abstract class Router extends Dispatcher {
 
   // Parsed target URLs by their raw spelling: parsing and normalising a URL costs more than
   // the rest of a cache hit, and callers ask for the same few URLs over and over.
-  #urls = new Map<string, URL>()
+  // Keyed by origin, then path, so a hit needs no string concatenation.
+  #urls = new Map<string, Map<string, URL>>()
+  #urlCount = 0
 
   #url (origin: string, path: string): URL {
-    const raw = origin.endsWith('/') ? origin.replace(/\/+$/, '') + path : origin + path
-    let url = this.#urls.get(raw)
-    if (url === undefined) {
-      url = normaliseOriginUrl(raw)
-      if (this.#urls.size >= 4096) this.#urls.clear()
-      this.#urls.set(raw, url)
+    let paths = this.#urls.get(origin)
+    let url = paths?.get(path)
+    if (url !== undefined) return url
+    url = normaliseOriginUrl(origin.endsWith('/') ? origin.replace(/\/+$/, '') + path : origin + path)
+    if (this.#urlCount >= 4096) {
+      this.#urls.clear()
+      this.#urlCount = 0
+      paths = undefined
     }
+    if (paths === undefined) {
+      paths = new Map()
+      this.#urls.set(origin, paths)
+    }
+    paths.set(path, url)
+    this.#urlCount++
     return url
   }
 
@@ -353,7 +368,7 @@ export abstract class Router extends Dispatcher {
         ...rest,
         origin: url.origin,
         path: url.pathname + url.search,
-        headers: addVia(headers)
+        headers: addVia({ ...headers })
       }, handler)
     } catch (err) {
       handler.onResponseError(null, err as Error)

@@ -5,6 +5,11 @@ import { toRawHeaders, type ResponseHeaders } from '../headers.js'
 type Controller = Dispatcher.DispatchController
 type Handler = Dispatcher.DispatchHandler
 
+/** Told once when a caller's request has ended, with the controller it was given. */
+export interface Completion {
+  finished (ctl: Controller): void
+}
+
 /**
  * The caller's handler as everything inside the library sees it: the new contract
  * (onRequestStart / onResponseStart / ...: what compose()d interceptors pass), whichever
@@ -26,14 +31,20 @@ export interface CallerHandler extends Required<Pick<Handler, 'onRequestStart' |
 class LegacyCaller implements CallerHandler {
   readonly legacy = true
   readonly #handler: Handler
-  readonly #onDone: () => void
+  readonly #completion: Completion
   #controller: Controller | null = null
   #done = false
-  readonly #resume = (): void => { this.#controller?.resume() }
+  #resumeFn: (() => void) | undefined
 
-  constructor (handler: Handler, onDone: () => void) {
+  constructor (handler: Handler, completion: Completion) {
     this.#handler = handler
-    this.#onDone = onDone
+    this.#completion = completion
+  }
+
+  // The legacy contract hands out a resume callback; made once, on the first response.
+  get #resume (): () => void {
+    this.#resumeFn ??= () => { this.#controller?.resume() }
+    return this.#resumeFn
   }
 
   onRequestStart (controller: Controller, context: unknown): void {
@@ -62,7 +73,7 @@ class LegacyCaller implements CallerHandler {
   onResponseEnd (_controller: Controller, trailers: ResponseHeaders): void {
     if (this.#done) return
     this.#done = true
-    this.#onDone()
+    this.#completion.finished(this.#controller as Controller)
     // undici itself hands legacy handlers Buffers here, whatever its typings say.
     this.#handler.onComplete?.(toRawHeaders(trailers) as unknown as string[])
   }
@@ -70,7 +81,7 @@ class LegacyCaller implements CallerHandler {
   onResponseError (_controller: Controller, error: Error): void {
     if (this.#done) return
     this.#done = true
-    this.#onDone()
+    this.#completion.finished(this.#controller as Controller)
     this.#handler.onError?.(error)
   }
 }
@@ -79,15 +90,17 @@ class LegacyCaller implements CallerHandler {
 class ModernCaller implements CallerHandler {
   readonly legacy = false
   readonly #handler: Handler
-  readonly #onDone: () => void
+  readonly #completion: Completion
+  #controller: Controller | null = null
   #done = false
 
-  constructor (handler: Handler, onDone: () => void) {
+  constructor (handler: Handler, completion: Completion) {
     this.#handler = handler
-    this.#onDone = onDone
+    this.#completion = completion
   }
 
   onRequestStart (controller: Controller, context: unknown): void {
+    this.#controller = controller
     this.#handler.onRequestStart?.(controller, context)
   }
 
@@ -106,21 +119,24 @@ class ModernCaller implements CallerHandler {
   onResponseEnd (controller: Controller, trailers: ResponseHeaders): void {
     if (this.#done) return
     this.#done = true
-    this.#onDone()
+    this.#completion.finished(this.#controller as Controller)
     this.#handler.onResponseEnd?.(controller, trailers)
   }
 
   onResponseError (controller: Controller, error: Error): void {
     if (this.#done) return
     this.#done = true
-    this.#onDone()
+    this.#completion.finished(this.#controller as Controller)
     this.#handler.onResponseError?.(controller, error)
   }
 }
 
-/** Wraps a caller's handler of either contract; `onDone` runs once when the request ends. */
-export function wrapCaller (handler: Handler, onDone: () => void): CallerHandler {
+/**
+ * Wraps a caller's handler of either contract; `completion` hears once when the request ends
+ * (after onRequestStart has been called with its controller).
+ */
+export function wrapCaller (handler: Handler, completion: Completion): CallerHandler {
   return typeof handler.onRequestStart === 'function' || typeof handler.onResponseStart === 'function'
-    ? new ModernCaller(handler, onDone)
-    : new LegacyCaller(handler, onDone)
+    ? new ModernCaller(handler, completion)
+    : new LegacyCaller(handler, completion)
 }
