@@ -26,22 +26,26 @@ export class Ring {
     const sorted = [...new Set(members)].sort()
     this.#members = sorted
     const count = sorted.length * vnodes
-    const pairs: Array<[number, number]> = new Array(count)
+    if (sorted.length > 65536) throw new RangeError('a ring holds at most 65,536 members')
+    // Each point packed as hash * 65536 + member index in one float64 (exact below 2^53):
+    // one typed-array sort orders by hash and breaks ties by member, with no per-point objects.
+    const packed = new Float64Array(count)
     let n = 0
     for (let m = 0; m < sorted.length; m++) {
       const member = sorted[m] as string
       for (let v = 0; v < vnodes; v++) {
         // groupcache's scheme: the replica index, then the member name.
-        pairs[n++] = [hash(`${v}${member}`) >>> 0, m]
+        packed[n++] = (hash(`${v}${member}`) >>> 0) * 65536 + m
       }
     }
-    pairs.sort((a, b) => a[0] - b[0] || a[1] - b[1])
+    packed.sort()
     this.#points = new Uint32Array(count)
     this.#owners = new Uint32Array(count)
     for (let i = 0; i < count; i++) {
-      const pair = pairs[i] as [number, number]
-      this.#points[i] = pair[0]
-      this.#owners[i] = pair[1]
+      const p = packed[i] as number
+      const m = p % 65536
+      this.#points[i] = (p - m) / 65536
+      this.#owners[i] = m
     }
   }
 

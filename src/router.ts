@@ -18,7 +18,7 @@ import { ForbiddenOriginError, guardedConnector, originMatcher } from './securit
 import { AUTH_HEADER, Signer } from './security/signature.js'
 import { Counters } from './stats.js'
 import { channels } from './observe/channels.js'
-import { normaliseOriginUrl } from './url.js'
+import { cacheKeyOf, normaliseOriginUrl } from './url.js'
 
 type Handler = Dispatcher.DispatchHandler
 type DispatchOptions = Dispatcher.DispatchOptions
@@ -164,7 +164,7 @@ export abstract class Router extends Dispatcher {
   ownerOf (url: string | URL): string | undefined {
     const ring = this.#ring
     if (ring === undefined) throw new Error('the hash is still loading: await peer.ready before calling ownerOf()')
-    return ring.get(normaliseOriginUrl(url).href)
+    return ring.get(typeof url === 'string' ? cacheKeyOf(url) : normaliseOriginUrl(url).href)
   }
 
   /** This instance's URL for diagnostics ('' for a Client). */

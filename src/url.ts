@@ -57,3 +57,37 @@ export function normalisePeerUrl (input: string, what = 'peer URL'): string {
   const path = url.pathname.replace(/\/+$/, '')
   return `${url.protocol}//${url.host}${path}`
 }
+
+// An absolute http(s) URL already in the exact form WHATWG URL serialises it to: lower-case
+// host of plain labels, no default or zero-padded port, and only characters that neither the
+// path nor the query percent-encodes. Anything else takes the full parse.
+const CANONICAL = /^(http|https):\/\/([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::([1-9][0-9]{0,4}))?(\/[A-Za-z0-9\-._~!$&()*+,;=:@/%]*)(\?[A-Za-z0-9\-._~!$&()*+,;=:@/?%]*)?$/
+const DOT_SEGMENT = /\/\.\.?(?:\/|$)|%2e/i
+
+/**
+ * The cache key of a URL string, without building a URL object when the string is already
+ * canonical (the common case: URLs that programs build); otherwise the full normalisation.
+ */
+export function cacheKeyOf (input: string): string {
+  const m = CANONICAL.exec(input)
+  if (m !== null) {
+    const port = m[3]
+    const path = m[4] as string
+    const defaultPort = m[1] === 'http' ? '80' : '443'
+    const host = m[2] as string
+    if (port !== defaultPort && !DOT_SEGMENT.test(path) && !host.includes('..') && plainHost(host)) return input
+  }
+  return normaliseOriginUrl(input).href
+}
+
+const DOTTED_QUAD = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/
+
+/**
+ * A host WHATWG URL leaves as it is: a name whose last label is not numeric (those are read
+ * as IPv4 in any of its spellings, 0x7f.1 and 127.1 included), or a plain dotted quad.
+ */
+function plainHost (host: string): boolean {
+  const last = host.slice(host.lastIndexOf('.') + 1)
+  if (!/^(?:[0-9]+|0x[0-9a-f]*)$/.test(last)) return true
+  return DOTTED_QUAD.test(host)
+}
