@@ -378,6 +378,36 @@ export class LocalCache {
     }
   }
 
+  /** RFC 9111 section 4.3.5: freshen (or drop) a stored GET from a HEAD response. */
+  updateFromHead (req: CacheRequest, stored: StoredResponse, head: ResponseHeaders, requestTime: number): void {
+    const { store, now } = this.#o
+    const same = (name: string): boolean => {
+      const a = headerString(stored.headers, name)
+      const b = headerString(head, name)
+      return a === undefined || b === undefined || a === b
+    }
+    const hasValidators = (h: ResponseHeaders): boolean => headerString(h, 'etag') !== undefined || headerString(h, 'last-modified') !== undefined
+    // Matching validators select the stored response; with none on either side, the single
+    // stored response is the one (as for a 304, section 4.3.4).
+    const validated = (hasValidators(head) || !hasValidators(stored.headers)) &&
+      same('etag') && same('last-modified') && same('content-length')
+    if (!validated) {
+      store.delete(req.url.host, req.key)
+      return
+    }
+    const headers = mergeNotModified(stored.headers, head)
+    const refreshed: StoredResponse = {
+      status: stored.status,
+      statusText: stored.statusText,
+      headers,
+      body: stored.body,
+      bodyLength: stored.bodyLength,
+      freshness: computeFreshness(stored.status, req.headers, head.age === undefined ? headers : { ...headers, age: head.age }, requestTime, now()),
+      size: entrySize(req.key, headers, stored.bodyLength)
+    }
+    if (store.put(req.url.host, req.key, refreshed, stored)) this.#o.secondTier?.write(req, refreshed)
+  }
+
   /** Fetches the whole response again, unconditionally, for a request whose validation misfired. */
   refetch (req: CacheRequest, sink: CallerHandler, ctl: CallerController): void {
     this.#fetch(req, sink, ctl, undefined, 'stale')
@@ -494,9 +524,13 @@ class OriginResponseHandler implements Handler {
         detail = '; stored'
       }
     }
-    // A full response that replaces a stored one we were validating: the old one is gone
-    // whether or not the new one may be stored (RFC 9111 section 4.3.3).
-    if (this.#validating !== undefined && !this.#record && status < 500) {
+    if (req.method === 'HEAD' && status === 200 && this.#stale !== undefined) {
+      // RFC 9111 section 4.3.5: a HEAD response updates the stored GET it describes, or, when
+      // its validators or length say the representation changed, that stored GET is dropped.
+      this.#cache.updateFromHead(req, this.#stale, headers, this.#requestTime)
+    } else if (this.#validating !== undefined && !this.#record && status < 500) {
+      // A full response that replaces a stored one we were validating: the old one is gone
+      // whether or not the new one may be stored (RFC 9111 section 4.3.3).
       this.#o.store.delete(req.url.host, req.key)
     }
     const out: ResponseHeaders = { ...headers, 'cache-status': `${CACHE_NAME}; fwd=${this.#fwd}; fwd-status=${status}${detail}` }
