@@ -186,8 +186,8 @@ export abstract class Router extends Dispatcher {
 
   override dispatch (opts: DispatchOptions, handler: Handler): boolean {
     if (handler === null || typeof handler !== 'object') throw new InvalidArgumentError('handler must be an object')
-    const ctl = new CallerController()
     const sink = wrapCaller(handler, this.#completion)
+    const ctl: CallerController = sink
     try {
       if (this.#destroyed) throw new ClientDestroyedError()
       if (this.#closed) throw new ClientClosedError()

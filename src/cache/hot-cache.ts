@@ -7,7 +7,7 @@ import type { CacheRequest } from './local-cache.js'
 import { CACHE_NAME } from './local-cache.js'
 import { computeFreshness, currentAge, decideReuse, decideStorage, varyMatches } from './policy.js'
 import { replay } from './replay.js'
-import { entrySize, Store, type StoredResponse } from './store.js'
+import { compactBody, entrySize, Store, type StoredResponse } from './store.js'
 
 type Controller = Dispatcher.DispatchController
 
@@ -159,7 +159,7 @@ class HotRecorder implements CallerHandler {
         status: this.#status,
         statusText: this.#statusText,
         headers: this.#headers,
-        body: this.#chunks,
+        body: compactBody(this.#chunks, this.#bytes),
         bodyLength: this.#bytes,
         freshness: computeFreshness(this.#status, req.headers, this.#ownerHeaders, this.#requestTime, this.#o.now()),
         size: entrySize(req.key, this.#headers, this.#bytes)

@@ -14,7 +14,7 @@ import { replay } from './replay.js'
 import { CallerController as BackgroundController } from '../dispatch/controller.js'
 import { channels } from '../observe/channels.js'
 import type { SecondTier } from './second-tier.js'
-import { entrySize, type PreparedHit, type Store, type StoredResponse } from './store.js'
+import { compactBody, entrySize, type PreparedHit, type Store, type StoredResponse } from './store.js'
 
 type Handler = Dispatcher.DispatchHandler
 type Controller = Dispatcher.DispatchController
@@ -611,7 +611,7 @@ class OriginResponseHandler implements Handler {
         status: this.#status,
         statusText: this.#statusText,
         headers,
-        body: this.#chunks,
+        body: compactBody(this.#chunks, this.#bytes),
         bodyLength: this.#bytes,
         freshness: computeFreshness(this.#status, req.headers, this.#headers, this.#requestTime, now()),
         size: entrySize(req.key, headers, this.#bytes)

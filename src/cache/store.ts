@@ -214,3 +214,16 @@ function sameVariant (a: StoredResponse, b: StoredResponse): boolean {
   for (const [k, v] of va) if (!vb.has(k) || vb.get(k) !== v) return false
   return true
 }
+
+/**
+ * A recorded body as it is kept: one Buffer of exactly its length. Chunks from a socket are
+ * often views into larger reads, which would keep those alive too; and one chunk replays with
+ * one call into the caller's handler instead of one per network read.
+ */
+export function compactBody (chunks: readonly Buffer[], length: number): Buffer[] {
+  if (length === 0) return []
+  const out = Buffer.allocUnsafeSlow(length)
+  let offset = 0
+  for (const c of chunks) offset += c.copy(out, offset)
+  return [out]
+}

@@ -1,6 +1,7 @@
 import type { Dispatcher } from 'undici'
 import { errors } from 'undici'
 import { toRawHeaders, type ResponseHeaders } from '../headers.js'
+import { CallerController } from './controller.js'
 
 type Controller = Dispatcher.DispatchController
 type Handler = Dispatcher.DispatchHandler
@@ -28,7 +29,7 @@ export interface CallerHandler extends Required<Pick<Handler, 'onRequestStart' |
  * Backpressure maps both ways: a `false` from onHeaders or onData pauses, and the legacy
  * `resume` callback resumes.
  */
-class LegacyCaller implements CallerHandler {
+class LegacyCaller extends CallerController implements CallerHandler {
   readonly legacy = true
   readonly #handler: Handler
   readonly #completion: Completion
@@ -37,6 +38,7 @@ class LegacyCaller implements CallerHandler {
   #resumeFn: (() => void) | undefined
 
   constructor (handler: Handler, completion: Completion) {
+    super()
     this.#handler = handler
     this.#completion = completion
   }
@@ -87,7 +89,7 @@ class LegacyCaller implements CallerHandler {
 }
 
 /** A new-contract handler with the completion hook added. */
-class ModernCaller implements CallerHandler {
+class ModernCaller extends CallerController implements CallerHandler {
   readonly legacy = false
   readonly #handler: Handler
   readonly #completion: Completion
@@ -95,6 +97,7 @@ class ModernCaller implements CallerHandler {
   #done = false
 
   constructor (handler: Handler, completion: Completion) {
+    super()
     this.#handler = handler
     this.#completion = completion
   }
@@ -133,9 +136,10 @@ class ModernCaller implements CallerHandler {
 
 /**
  * Wraps a caller's handler of either contract; `completion` hears once when the request ends
- * (after onRequestStart has been called with its controller).
+ * (after onRequestStart has been called with its controller). The wrapper is also the
+ * caller's controller: one object per request instead of two.
  */
-export function wrapCaller (handler: Handler, completion: Completion): CallerHandler {
+export function wrapCaller (handler: Handler, completion: Completion): CallerHandler & CallerController {
   return typeof handler.onRequestStart === 'function' || typeof handler.onResponseStart === 'function'
     ? new ModernCaller(handler, completion)
     : new LegacyCaller(handler, completion)
