@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util'
 import { channels } from './observe/channels.js'
 import { DnsDiscovery } from './discovery/dns.js'
 import { Peer } from './peer.js'
+import { PeerAddresses } from './security/peer-addresses.js'
 import type { PeerOptions } from './options.js'
 
 const USAGE = `usage: forwardcache --self URL [--peers URL,URL...] [--port N] [--host ADDR] [options]
@@ -106,6 +107,9 @@ function main (): void {
   }
 
   const handler = peer.handler()
+  const fetchers = new PeerAddresses()
+  const refreshFetchers = (): void => fetchers.update(peer.peers)
+  refreshFetchers()
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (path === '/metrics' && req.method === 'GET') {
@@ -121,6 +125,20 @@ function main (): void {
       return
     }
     if (path === '/fetch' && (req.method === 'GET' || req.method === 'HEAD')) {
+      // /fetch fetches any URL for whoever asks: only loopback and the pool's own addresses.
+      fetchers.allows(req.socket.remoteAddress).then((allowed) => {
+        if (allowed) return fetchThrough(req, res)
+        res.writeHead(403, { 'content-type': 'text/plain' })
+        res.end('/fetch serves loopback and the pool only\n')
+      }, () => { res.writeHead(500); res.end() })
+      return
+    }
+    handler(req, res)
+  })
+
+  const fetchThrough = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    {
+      const method = req.method === 'HEAD' ? 'HEAD' : 'GET'
       const q = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('q')
       let target: URL
       try {
@@ -134,7 +152,7 @@ function main (): void {
       peer.request({
         origin: target.origin,
         path: target.pathname + target.search,
-        method: req.method,
+        method,
         headers: Object.fromEntries(Object.entries(req.headers).filter(([k]) => k !== 'host' && k !== 'connection'))
       }).then(({ statusCode, headers, body }) => {
         res.writeHead(statusCode, headers as http.OutgoingHttpHeaders)
@@ -143,10 +161,8 @@ function main (): void {
         res.writeHead(502, { 'content-type': 'text/plain' })
         res.end(`${err.message}\n`)
       })
-      return
     }
-    handler(req, res)
-  })
+  }
 
   let discovery: DnsDiscovery | undefined
   server.listen(port, v.host ?? '0.0.0.0', () => {
@@ -154,13 +170,22 @@ function main (): void {
     const bound = typeof address === 'object' && address !== null ? address.port : port
     log('info', 'listening', { self: peer.self, port: bound, peers: peer.peers, authenticated: secret !== undefined && secret !== '' })
     if (v.dns !== undefined) {
-      discovery = new DnsDiscovery(peer, {
+      // The pool's addresses may use /fetch: keep them in step with every pool change.
+      const target = {
+        setPeers: (peers: readonly string[]) => { peer.setPeers(peers); refreshFetchers() },
+        get peers () { return peer.peers },
+        self: peer.self
+      }
+      discovery = new DnsDiscovery(target, {
         name: v.dns,
-        port: Number(selfUrl.port || 80),
+        port: Number(selfUrl.port || (selfUrl.protocol === 'https:' ? 443 : 80)),
         protocol: selfUrl.protocol === 'https:' ? 'https' : 'http',
         onError: (err) => log('warn', 'dns discovery failed; keeping the pool', { error: err.message })
       })
-      discovery.start().then((peers) => log('info', 'pool from dns', { peers }), (err: Error) => log('error', 'dns discovery failed', { error: err.message }))
+      discovery.start().then((peers) => {
+        refreshFetchers()
+        log('info', 'pool from dns', { peers })
+      }, (err: Error) => log('error', 'dns discovery failed; retrying on the interval', { error: err.message }))
     }
   })
 

@@ -77,11 +77,17 @@ export class DnsDiscovery {
     }
   }
 
-  /** Resolves once now (rejecting if that first resolution fails), then on the interval. */
+  /**
+   * Resolves once now, then on the interval. Rejects if that first resolution fails, but
+   * keeps trying on the interval all the same: a pod that starts before any peer is ready
+   * (a first rollout, a scale-up from zero) joins the pool as soon as DNS lists it.
+   */
   async start (): Promise<readonly string[]> {
-    const peers = await this.#resolve()
-    this.#apply(peers)
-    this.#schedule()
+    try {
+      this.#apply(await this.#resolve())
+    } finally {
+      this.#schedule()
+    }
     return this.#target.peers
   }
 
