@@ -4,6 +4,7 @@ import type { CallerController } from './dispatch/controller.js'
 import { InvalidArgumentError } from './errors.js'
 import { resolveRouterOptions, type ClientOptions } from './options.js'
 import { Router } from './router.js'
+import type { ClientStats } from './stats.js'
 
 /**
  * A non-participating member: forwards each GET/HEAD to the peer that owns its URL and caches
@@ -29,8 +30,8 @@ export class Client extends Router {
 
   protected override invalidateOwned (): void {}
 
-  /** Plain counters. */
-  stats (): { requests: number, forwards: number, forwardErrors: number, originFetches: number, passThrough: number } {
+  /** Plain counters: totals since the Client was created. */
+  stats (): ClientStats {
     const v = this.counters.values
     return { requests: v.requests, forwards: v.forwards, forwardErrors: v.forwardErrors, originFetches: v.originFetches, passThrough: v.passThrough }
   }

@@ -2,13 +2,18 @@ import { errors } from 'undici'
 
 // Errors a caller can already meet from undici keep undici's classes, so `instanceof` checks
 // written for undici keep working through a Peer.
+/** Bad options or a request that cannot be sent (undici's class, code UND_ERR_INVALID_ARG). */
 export const InvalidArgumentError = errors.InvalidArgumentError
+/** A request dispatched after close() (undici's class, code UND_ERR_CLOSED). */
 export const ClientClosedError = errors.ClientClosedError
+/** A request failed by destroy(), or dispatched after it (undici's class, code UND_ERR_DESTROYED). */
 export const ClientDestroyedError = errors.ClientDestroyedError
 
 /** The owner peer answered the wire protocol with something that is not an origin response. */
 export class PeerProtocolError extends Error {
+  /** Always `'PeerProtocolError'`. */
   override readonly name = 'PeerProtocolError'
+  /** Always `'FC_ERR_PEER_PROTOCOL'`. */
   readonly code = 'FC_ERR_PEER_PROTOCOL'
   constructor (message: string) {
     super(message)
@@ -17,18 +22,11 @@ export class PeerProtocolError extends Error {
 
 /** A response body ended before the length its headers announced. */
 export class TruncatedBodyError extends Error {
+  /** Always `'TruncatedBodyError'`. */
   override readonly name = 'TruncatedBodyError'
+  /** Always `'FC_ERR_TRUNCATED_BODY'`. */
   readonly code = 'FC_ERR_TRUNCATED_BODY'
   constructor (expected: number, received: number) {
     super(`response body ended after ${received} of ${expected} bytes`)
-  }
-}
-
-/** RFC 9111 section 5.2.1.7: only-if-cached and nothing suitable is stored. */
-export class NotCachedError extends Error {
-  override readonly name = 'NotCachedError'
-  readonly code = 'FC_ERR_NOT_CACHED'
-  constructor () {
-    super('only-if-cached: no stored response satisfies the request')
   }
 }

@@ -1,7 +1,7 @@
 export { Peer } from './peer.js'
 export { Client } from './client.js'
 export type { PeerOptions, ClientOptions, RouterOptions } from './options.js'
-export type { PeerStats, HostStats } from './stats.js'
+export type { PeerStats, HostStats, ClientStats } from './stats.js'
 export type { NodeHandler } from './http-handler.js'
 export type { HashFunction } from './ring.js'
 export {
@@ -9,8 +9,7 @@ export {
   ClientClosedError,
   ClientDestroyedError,
   PeerProtocolError,
-  TruncatedBodyError,
-  NotCachedError
+  TruncatedBodyError
 } from './errors.js'
 export { channels } from './observe/channels.js'
 export type { HitMessage, MissMessage, ForwardMessage, ForwardErrorMessage, StoreMessage, EvictMessage } from './observe/channels.js'

@@ -11,62 +11,62 @@ export interface RouterOptions {
    * Base URLs of every peer in the pool (for a Peer, itself included). Order does not matter;
    * spellings are normalised (scheme and host case, default port, trailing slash).
    */
-  peers?: readonly string[]
+  peers?: readonly string[] | undefined
   /**
    * Where each peer's `handler()` answers, appended to the peer's base URL.
    * @default '/proxy'
    */
-  path?: string
+  path?: string | undefined
   /**
    * Virtual nodes per peer on the hash ring. More spreads keys more evenly, at a little memory.
    * @default 160
    */
-  vnodes?: number
+  vnodes?: number | undefined
   /**
    * How this instance reaches origins. Never the global dispatcher, which may be this very
    * instance.
    * @default a new undici Agent with the origin timeouts below
    */
-  origin?: Dispatcher
+  origin?: Dispatcher | undefined
   /**
    * Milliseconds to wait for a TCP (and TLS) connection to a peer before giving up on it and
    * fetching from the origin directly.
    * @default 1000
    */
-  peerConnectTimeout?: number
+  peerConnectTimeout?: number | undefined
   /**
    * Milliseconds to wait for an owner peer's response headers before fetching from the origin
    * directly. It covers the owner's own origin fetch, so keep it above the origins' latency.
    * @default 5000
    */
-  peerTimeout?: number
+  peerTimeout?: number | undefined
   /**
    * Milliseconds of silence allowed between body chunks, from a peer or an origin.
    * @default 30000
    */
-  bodyTimeout?: number
+  bodyTimeout?: number | undefined
   /**
    * Milliseconds to wait for a connection to an origin (used by the default `origin` Agent).
    * @default 5000
    */
-  originConnectTimeout?: number
+  originConnectTimeout?: number | undefined
   /**
    * Milliseconds to wait for an origin's response headers.
    * @default 30000
    */
-  originTimeout?: number
+  originTimeout?: number | undefined
   /**
    * Consecutive failures of the hop to a peer (refused, timed out, shutting down) after which
    * that peer is taken out of routing until a probe finds it healthy again.
    * @default 3
    */
-  ejectAfter?: number
+  ejectAfter?: number | undefined
   /**
    * Milliseconds before the first probe of an ejected peer; doubles after every failed probe,
    * up to 30 s.
    * @default 1000
    */
-  ejectBackoff?: number
+  ejectBackoff?: number | undefined
   /**
    * Shared secret(s) that sign every request between peers (HMAC-SHA256 over method, URL,
    * time and nonce). With a list, requests are signed with the first and any is accepted, so
@@ -74,35 +74,35 @@ export interface RouterOptions {
    * pool's addresses and loopback.
    * @default undefined
    */
-  secret?: string | readonly string[]
+  secret?: string | readonly string[] | undefined
   /**
    * Milliseconds a signature stays valid either side of the receiver's clock.
    * @default 30000
    */
-  authWindow?: number
+  authWindow?: number | undefined
   /**
    * Origins this instance may fetch: host names (`'example.com'`), `host:port`, suffixes
    * (`'*.example.com'`), full origins (`'https://example.com'`) or RegExps over the origin.
    * @default undefined (any origin that passes the address policy)
    */
-  origins?: readonly OriginRule[]
+  origins?: readonly OriginRule[] | undefined
   /**
    * Also refuse origins on loopback and private ranges (10/8, 172.16/12, 192.168/16, 100.64/10,
    * fc00::/7, ...). Link-local and cloud metadata addresses are always refused. Applies to the
    * default `origin` Agent: a Dispatcher you pass as `origin` brings its own policy.
    * @default false
    */
-  blockPrivateOrigins?: boolean
+  blockPrivateOrigins?: boolean | undefined
   /**
    * Concurrent requests handler() serves; more get 503 with Retry-After.
    * @default 1024
    */
-  maxHandlerRequests?: number
+  maxHandlerRequests?: number | undefined
   /**
    * The ring's hash, for tests that need owners they can work out by hand.
    * @default xxHash32 (xxhash-wasm)
    */
-  hash?: HashFunction
+  hash?: HashFunction | undefined
 }
 
 /** Options of a Peer. */
@@ -113,17 +113,17 @@ export interface PeerOptions extends RouterOptions {
    * Total bytes of responses this peer keeps (bodies, headers and bookkeeping).
    * @default 134217728 (128 MiB)
    */
-  maxSize?: number
+  maxSize?: number | undefined
   /**
    * Bytes one origin host may use, so that one busy host cannot flush the others.
    * @default maxSize
    */
-  maxHostSize?: number
+  maxHostSize?: number | undefined
   /**
    * Bytes one response may use; larger ones stream through uncached.
    * @default min(16 MiB, maxHostSize)
    */
-  maxEntrySize?: number
+  maxEntrySize?: number | undefined
   /**
    * Seconds past its freshness that a stored response may be served when the origin cannot be
    * reached at all (refused, reset, timed out; RFC 9111 section 4.2.4 "disconnected"). A 5xx
@@ -131,38 +131,38 @@ export interface PeerOptions extends RouterOptions {
    * responses with must-revalidate, proxy-revalidate, s-maxage or no-cache. 0 turns it off.
    * @default 3600
    */
-  staleOnDisconnect?: number
+  staleOnDisconnect?: number | undefined
   /**
    * Without a secret, let loopback callers use handler() even when loopback is not in the
    * pool. Turn off when a same-host reverse proxy or sidecar makes every request arrive from
    * loopback, which would otherwise make the handler an open relay.
    * @default true
    */
-  trustLoopback?: boolean
+  trustLoopback?: boolean | undefined
   /**
    * A second tier behind the per-host LRU: any undici CacheStore (MemoryCacheStore,
    * SqliteCacheStore, or Redis through undici-cache-redis). Responses this peer stores are
    * written through; an LRU miss looks there before the origin.
    * @default undefined
    */
-  store?: CacheStore
+  store?: CacheStore | undefined
   /**
    * Bytes for copies of hot keys owned by other peers, so one hot URL does not pin its
    * owner's network; at most maxSize / 8. 0 turns hot copies off.
    * @default floor(maxSize / 8)
    */
-  hotSize?: number
+  hotSize?: number | undefined
   /**
    * Requests for a key (among the 10,000 most recently counted) after which this peer keeps a
    * hot copy of the owner's response. Hot copies are served only while fresh.
    * @default 8
    */
-  hotThreshold?: number
+  hotThreshold?: number | undefined
   /**
    * The clock, in milliseconds since the epoch, for freshness and age. Injected by tests.
    * @default Date.now
    */
-  now?: () => number
+  now?: (() => number) | undefined
 }
 
 /** Options of a Client: the pool is required, there is no self and no cache. */

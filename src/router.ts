@@ -160,7 +160,11 @@ export abstract class Router extends Dispatcher {
   /** Hook for subclasses to check a new pool before it is used. */
   protected onPeersChanged (_peers: readonly string[]): void {}
 
-  /** The base URL of the peer that owns `url`. Throws until `ready` has resolved. */
+  /**
+   * The base URL of the peer that owns `url` (normalised as the cache key is), or undefined
+   * when the pool is empty. Throws until `ready` has resolved, and for URLs that are not
+   * absolute http(s) URLs.
+   */
   ownerOf (url: string | URL): string | undefined {
     const ring = this.#ring
     if (ring === undefined) throw new Error('the hash is still loading: await peer.ready before calling ownerOf()')
@@ -184,6 +188,12 @@ export abstract class Router extends Dispatcher {
   /** Drops stored responses for a URL this instance owns. */
   protected abstract invalidateOwned (url: URL): void
 
+  /**
+   * undici's Dispatcher entry point. GET and HEAD go to the owner of their URL (this
+   * instance's cache, or the owning peer); requests with Authorization and other methods go
+   * to the origin. Accepts handlers of both undici contracts. Never throws after validating
+   * its arguments: errors (InvalidArgumentError, ClientClosedError, ...) go to the handler.
+   */
   override dispatch (opts: DispatchOptions, handler: Handler): boolean {
     if (handler === null || typeof handler !== 'object') throw new InvalidArgumentError('handler must be an object')
     const sink = wrapCaller(handler, this.#completion)
@@ -440,7 +450,9 @@ export abstract class Router extends Dispatcher {
     return this.#forwards.size
   }
 
+  /** True once close() or destroy() has been called: new requests are refused. */
   get closed (): boolean { return this.#closed }
+  /** True once destroy() has been called. */
   get destroyed (): boolean { return this.#destroyed }
 
   /** Rejects new requests with ClientClosedError once called; resolves when in-flight ones end. */

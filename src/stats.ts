@@ -1,10 +1,29 @@
 /** Per-origin-host counters. */
 export interface HostStats {
+  /** Requests for this host served by this peer as owner. */
   requests: number
+  /** Of those, answered from the cache. */
   hits: number
+  /** Of those, with nothing usable stored. */
   misses: number
+  /** Requests sent to this host (fills and validations). */
   originFetches: number
+  /** Bytes this host's responses hold in the cache now. */
   bytes: number
+}
+
+/** A Client's counters: totals since it was created. */
+export interface ClientStats {
+  /** GET/HEAD requests dispatched through the Client. */
+  requests: number
+  /** Requests sent to their owner peer. */
+  forwards: number
+  /** Forwards that failed before a response started (each then went to the origin). */
+  forwardErrors: number
+  /** Requests sent to origins directly (other methods, Authorization, fallbacks). */
+  originFetches: number
+  /** Non-GET/HEAD requests passed straight to origins. */
+  passThrough: number
 }
 
 /**
@@ -38,9 +57,13 @@ export interface PeerStats {
   invalidations: number
   /** Non-GET/HEAD requests passed straight to the origin. */
   passThrough: number
+  /** Bytes held in the cache now (bodies, headers and bookkeeping). */
   cacheBytes: number
+  /** Stored responses now (each Vary variant counts). */
   cacheEntries: number
+  /** Stored responses evicted to stay within maxSize or maxHostSize. */
   evictions: number
+  /** Origin hosts with something stored now. */
   hosts: number
   /** Keys with an origin fetch or a forward in flight (coalescing table size): 0 when idle. */
   flights: number
@@ -48,6 +71,7 @@ export interface PeerStats {
   hotHits: number
   /** Bytes held in hot copies. */
   hotBytes: number
+  /** Counters per origin host (the 1,000 most recently seen hosts). */
   perHost: Record<string, HostStats>
 }
 

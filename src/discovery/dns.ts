@@ -3,18 +3,25 @@ import { InvalidArgumentError } from '../errors.js'
 
 /** The part of node:dns's Resolver that discovery uses; inject a stub in tests. */
 export interface DnsResolver {
+  /** IPv4 addresses of a name (A records). */
   resolve4 (hostname: string): Promise<string[]>
+  /** IPv6 addresses of a name (AAAA records). */
   resolve6 (hostname: string): Promise<string[]>
+  /** Targets and ports of an SRV name. */
   resolveSrv (hostname: string): Promise<dns.SrvRecord[]>
 }
 
 /** Something whose pool can be replaced: a Peer or a Client. */
 export interface PoolTarget {
+  /** Replaces the pool. */
   setPeers (peers: readonly string[]): void
+  /** The pool now. */
   readonly peers: readonly string[]
+  /** The target's own URL, kept in the pool while DNS does not list it yet (Peers only). */
   readonly self?: string
 }
 
+/** Options of a DnsDiscovery. */
 export interface DnsDiscoveryOptions {
   /**
    * The name to resolve: a headless Service (`cache.default.svc.cluster.local`) for A/AAAA,
@@ -100,6 +107,7 @@ export class DnsDiscovery {
     }
   }
 
+  /** Stops re-resolving; the pool stays as it is. */
   stop (): void {
     this.#stopped = true
     if (this.#timer !== undefined) clearTimeout(this.#timer)

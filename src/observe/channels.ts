@@ -12,17 +12,29 @@ import diagnosticsChannel from 'node:diagnostics_channel'
  * - `forwardcache:evict`         { self, url, host, bytes }
  */
 export const channels = {
+  /** A request answered from a peer's cache; messages are HitMessage. */
   hit: diagnosticsChannel.channel('forwardcache:hit'),
+  /** An owned request that goes to the origin; messages are MissMessage. */
   miss: diagnosticsChannel.channel('forwardcache:miss'),
+  /** A request sent to its owner peer; messages are ForwardMessage. */
   forward: diagnosticsChannel.channel('forwardcache:forward'),
+  /** A forward that failed and fell back to the origin; messages are ForwardErrorMessage. */
   forwardError: diagnosticsChannel.channel('forwardcache:forward-error'),
+  /** A response stored; messages are StoreMessage. */
   store: diagnosticsChannel.channel('forwardcache:store'),
+  /** A stored response evicted to stay within budget; messages are EvictMessage. */
   evict: diagnosticsChannel.channel('forwardcache:evict')
 } as const
 
+/** `forwardcache:hit`: the peer (self), the URL, the stored status and its age in seconds. */
 export interface HitMessage { self: string, url: string, status: number, age: number }
+/** `forwardcache:miss`: why ('uri-miss' nothing stored, 'stale' stored but unusable). */
 export interface MissMessage { self: string, url: string, reason: string }
+/** `forwardcache:forward`: the owner the request went to. */
 export interface ForwardMessage { self: string, url: string, owner: string }
+/** `forwardcache:forward-error`: the owner that failed and the error. */
 export interface ForwardErrorMessage { self: string, url: string, owner: string, error: Error }
+/** `forwardcache:store`: the stored status and the bytes charged. */
 export interface StoreMessage { self: string, url: string, status: number, bytes: number }
+/** `forwardcache:evict`: the evicted URL, its host and the bytes freed. */
 export interface EvictMessage { self: string, url: string, host: string, bytes: number }

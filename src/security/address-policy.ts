@@ -4,7 +4,9 @@ import { buildConnector } from 'undici'
 
 /** An origin fetch refused because of where it would connect. */
 export class ForbiddenAddressError extends Error {
+  /** Always `'ForbiddenAddressError'`. */
   override readonly name = 'ForbiddenAddressError'
+  /** Always `'FC_ERR_FORBIDDEN_ADDRESS'`. */
   readonly code = 'FC_ERR_FORBIDDEN_ADDRESS'
   constructor (host: string, address: string) {
     super(`refusing to connect to ${host} (${address}): the address is in a forbidden range`)
@@ -13,7 +15,9 @@ export class ForbiddenAddressError extends Error {
 
 /** An origin refused by the `origins` allowlist. */
 export class ForbiddenOriginError extends Error {
+  /** Always `'ForbiddenOriginError'`. */
   override readonly name = 'ForbiddenOriginError'
+  /** Always `'FC_ERR_FORBIDDEN_ORIGIN'`. */
   readonly code = 'FC_ERR_FORBIDDEN_ORIGIN'
   constructor (origin: string) {
     super(`origin ${origin} is not in opts.origins`)
