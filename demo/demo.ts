@@ -4,6 +4,7 @@
  * what happened.
  */
 import { fork, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -16,7 +17,7 @@ const ROUNDS = 4
 
 type Message =
   | { type: 'listen' }
-  | { type: 'pool', peers: string[] }
+  | { type: 'pool', peers: string[], secret: string }
   | { type: 'traffic', urls: string[] }
   | { type: 'stats' }
   | { type: 'exit' }
@@ -30,7 +31,8 @@ async function child (): Promise<void> {
   process.on('message', (msg: Message) => {
     void (async () => {
       if (msg.type === 'pool') {
-        peer = new Peer({ self, peers: msg.peers })
+        // Peers sign what they send each other with a shared secret.
+        peer = new Peer({ self, peers: msg.peers, secret: msg.secret })
         server.on('request', peer.handler())
         await peer.ready
         setGlobalDispatcher(peer)
@@ -95,7 +97,8 @@ async function main (): Promise<void> {
   const selves = await Promise.all(procs.map((p) => new Promise<string>((resolve) => {
     p.once('message', (m: { self: string }) => resolve(m.self))
   })))
-  await Promise.all(procs.map((p) => ask(p, { type: 'pool', peers: selves }, 'ready')))
+  const secret = randomBytes(24).toString('base64url')
+  await Promise.all(procs.map((p) => ask(p, { type: 'pool', peers: selves, secret }, 'ready')))
 
   const assets = Array.from({ length: ASSETS }, (_, i) => `${base}/static/app-${i}.js`)
   const api = Array.from({ length: 4 }, (_, i) => `${base}/api/user/${i}`)
