@@ -120,6 +120,12 @@ export interface PeerOptions extends RouterOptions {
    */
   maxHostSize?: number | undefined
   /**
+   * Origin hosts with stored responses at once; a new host past that evicts the least
+   * recently used host's responses (each host has an LRU of its own).
+   * @default 10000
+   */
+  maxHosts?: number | undefined
+  /**
    * Bytes one response may use; larger ones stream through uncached.
    * @default min(16 MiB, maxHostSize)
    */
@@ -195,6 +201,7 @@ export interface ResolvedPeerOptions extends ResolvedRouterOptions {
   maxSize: number
   maxHostSize: number
   maxEntrySize: number
+  maxHosts: number
   hotSize: number
   hotThreshold: number
   store: CacheStore | undefined
@@ -295,5 +302,6 @@ export function resolvePeerOptions (opts: PeerOptions): ResolvedPeerOptions {
   }
   const trustLoopback = resolveBoolean(o, 'trustLoopback', true)
   const staleOnDisconnect = o.staleOnDisconnect === 0 ? 0 : positiveInteger(o, 'staleOnDisconnect', 3600)
-  return { ...base, self, maxSize, maxHostSize, maxEntrySize, hotSize, hotThreshold, store, trustLoopback, staleOnDisconnect, now: opts.now ?? Date.now }
+  const maxHosts = positiveInteger(o, 'maxHosts', 10_000)
+  return { ...base, self, maxSize, maxHostSize, maxEntrySize, maxHosts, hotSize, hotThreshold, store, trustLoopback, staleOnDisconnect, now: opts.now ?? Date.now }
 }

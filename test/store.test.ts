@@ -297,3 +297,21 @@ test('clear empties the store and zeroes the byte count', () => {
   assert.equal(c.hosts, 0)
   assert.equal(store.peek(A, url(A, 1)), undefined)
 })
+
+test('maxHosts: a new host past the limit evicts the least recently used host whole', () => {
+  const evicted: string[] = []
+  const store = new Store({ maxSize: 100 * S, maxHostSize: 10 * S, maxEntrySize: 2 * S, maxHosts: 2, onEvict: (host) => evicted.push(host) })
+  store.put(A, url(A, 1), make(url(A, 1)))
+  store.put(A, url(A, 2), make(url(A, 2)))
+  store.put(B, url(B, 1), make(url(B, 1)))
+  store.get(A, url(A, 1)) // A is now more recent than B
+  store.put(C, url(C, 1), make(url(C, 1)))
+  const c = store.counters()
+  assert.equal(c.hosts, 2)
+  assert.equal(store.peek(B, url(B, 1)), undefined)
+  assert.ok(store.peek(A, url(A, 1)) !== undefined)
+  assert.deepEqual(evicted, [B])
+  assert.equal(c.evictions, 1)
+  assert.equal(c.entries, 3)
+  assert.equal(c.bytes, 3 * S)
+})

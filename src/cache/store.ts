@@ -54,6 +54,8 @@ export function entrySize (url: string, headers: ResponseHeaders, bodyLength: nu
 
 export interface StoreOptions {
   maxSize: number
+  /** Origin hosts with stored responses at most; a new one past that evicts the least recently used host. */
+  maxHosts?: number
   /** Called for every URL evicted to stay within a budget (not for replacements or deletes). */
   onEvict?: (host: string, url: string, bytes: number) => void
   maxHostSize: number
@@ -97,6 +99,22 @@ export class Store {
   #lruFor (host: string): LRUCache<string, Variants> {
     const existing = this.#touch(host)
     if (existing !== undefined) return existing
+    // Each host costs an LRU of its own: a flood of distinct hosts evicts whole old hosts.
+    while (this.#hosts.size >= (this.#opts.maxHosts ?? Infinity)) {
+      const oldest = this.#oldestHost()
+      if (oldest === undefined) break
+      const old = this.#hosts.get(oldest)
+      if (old !== undefined) {
+        let evicted = 0
+        for (const [url, v] of old.entries()) {
+          evicted += v.list.length
+          this.#opts.onEvict?.(oldest, url, v.size)
+        }
+        old.clear() // disposes each entry, which keeps the byte and entry counts right
+        this.#evictions += evicted
+      }
+      this.#forget(oldest)
+    }
     const lru = new LRUCache<string, Variants>({
       maxSize: this.#opts.maxHostSize,
       sizeCalculation: (v) => v.size,
