@@ -7,7 +7,8 @@ import type { CacheRequest } from './local-cache.js'
 import { CACHE_NAME } from './local-cache.js'
 import { computeFreshness, currentAge, decideReuse, decideStorage, varyMatches } from './policy.js'
 import { replay } from './replay.js'
-import { compactBody, entrySize, Store, type StoredResponse } from './store.js'
+import { BodyRecorder } from './body-recorder.js'
+import { entrySize, Store, type StoredResponse } from './store.js'
 
 type Controller = Dispatcher.DispatchController
 
@@ -97,13 +98,11 @@ class HotRecorder implements CallerHandler {
   readonly #req: CacheRequest
   readonly #sink: CallerHandler
   readonly #requestTime: number
-  #record = false
+  readonly #body: BodyRecorder
   #status = 0
   #statusText = ''
   #headers: ResponseHeaders = {}
   #ownerHeaders: ResponseHeaders = {}
-  #chunks: Buffer[] = []
-  #bytes = 0
 
   constructor (store: Store, o: HotCacheOptions, req: CacheRequest, sink: CallerHandler) {
     this.#store = store
@@ -111,6 +110,7 @@ class HotRecorder implements CallerHandler {
     this.#req = req
     this.#sink = sink
     this.#requestTime = o.now()
+    this.#body = new BodyRecorder(o.maxEntrySize)
   }
 
   onRequestStart (controller: Controller, context: unknown): void {
@@ -121,7 +121,7 @@ class HotRecorder implements CallerHandler {
     const decision = decideStorage('GET', this.#req.headers, status, headers)
     const cl = headerString(headers, 'content-length')
     if (decision.store && (cl === undefined || Number(cl) <= this.#o.maxEntrySize)) {
-      this.#record = true
+      this.#body.start()
       this.#status = status
       this.#statusText = statusMessage ?? ''
       this.#ownerHeaders = decision.headers
@@ -138,31 +138,24 @@ class HotRecorder implements CallerHandler {
   }
 
   onResponseData (controller: Controller, chunk: Buffer): void {
-    if (this.#record) {
-      this.#bytes += chunk.length
-      if (this.#bytes > this.#o.maxEntrySize) {
-        this.#record = false
-        this.#chunks = []
-      } else {
-        this.#chunks.push(chunk)
-      }
-    }
+    // Oversized bodies keep streaming; the recorder stops keeping them.
+    this.#body.add(chunk)
     this.#sink.onResponseData(controller, chunk)
   }
 
   onResponseEnd (controller: Controller, trailers: ResponseHeaders): void {
     const cl = headerString(this.#headers, 'content-length')
-    if (this.#record && (cl === undefined || Number(cl) === this.#bytes)) {
+    if (this.#body.recording && (cl === undefined || Number(cl) === this.#body.bytes)) {
       const req = this.#req
       // The owner's Age counts: a hot copy is never fresher than the owner's.
       const stored: StoredResponse = {
         status: this.#status,
         statusText: this.#statusText,
         headers: this.#headers,
-        body: compactBody(this.#chunks, this.#bytes),
-        bodyLength: this.#bytes,
+        body: this.#body.body(),
+        bodyLength: this.#body.bytes,
         freshness: computeFreshness(this.#status, req.headers, this.#ownerHeaders, this.#requestTime, this.#o.now()),
-        size: entrySize(req.key, this.#headers, this.#bytes)
+        size: entrySize(req.key, this.#headers, this.#body.bytes)
       }
       this.#store.put(req.url.host, req.key, stored)
     }
@@ -170,8 +163,7 @@ class HotRecorder implements CallerHandler {
   }
 
   onResponseError (controller: Controller, err: Error): void {
-    this.#record = false
-    this.#chunks = []
+    this.#body.stop()
     this.#sink.onResponseError(controller, err)
   }
 }

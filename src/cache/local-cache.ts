@@ -14,7 +14,8 @@ import { replay } from './replay.js'
 import { CallerController as BackgroundController } from '../dispatch/controller.js'
 import { channels } from '../observe/channels.js'
 import type { SecondTier } from './second-tier.js'
-import { compactBody, entrySize, type PreparedHit, type Store, type StoredResponse } from './store.js'
+import { BodyRecorder } from './body-recorder.js'
+import { entrySize, type PreparedHit, type Store, type StoredResponse } from './store.js'
 
 type Handler = Dispatcher.DispatchHandler
 type Controller = Dispatcher.DispatchController
@@ -454,9 +455,7 @@ class OriginResponseHandler implements Handler {
   #replacedByStale = false
   #statusText = ''
   #headers: ResponseHeaders = {}
-  #record = false
-  #chunks: Buffer[] = []
-  #bytes = 0
+  readonly #body: BodyRecorder
   #expected = -1
   #notModified: ResponseHeaders | null = null
   #suppressBody = false
@@ -475,6 +474,7 @@ class OriginResponseHandler implements Handler {
     this.#requestTime = requestTime
     this.#settled = settled
     this.#stale = stale
+    this.#body = new BodyRecorder(o.maxEntrySize)
     this.#deadline = new Deadline(o.originTimeout, (err) => this.onResponseError(null, err))
   }
 
@@ -519,7 +519,7 @@ class OriginResponseHandler implements Handler {
       if (decision.store && this.#expected > this.#o.maxEntrySize) {
         detail = '; detail=too-large'
       } else if (decision.store) {
-        this.#record = true
+        this.#body.start()
         this.#headers = decision.headers
         detail = '; stored'
       }
@@ -528,7 +528,7 @@ class OriginResponseHandler implements Handler {
       // RFC 9111 section 4.3.5: a HEAD response updates the stored GET it describes, or, when
       // its validators or length say the representation changed, that stored GET is dropped.
       this.#cache.updateFromHead(req, this.#stale, headers, this.#requestTime)
-    } else if (this.#validating !== undefined && !this.#record && status < 500) {
+    } else if (this.#validating !== undefined && !this.#body.recording && status < 500) {
       // A full response that replaces a stored one we were validating: the old one is gone
       // whether or not the new one may be stored (RFC 9111 section 4.3.3).
       this.#o.store.delete(req.url.host, req.key)
@@ -547,16 +547,8 @@ class OriginResponseHandler implements Handler {
 
   onResponseData (_controller: Controller, chunk: Buffer): void {
     if (this.#done || this.#notModified !== null || this.#replacedByStale) return
-    if (this.#record) {
-      this.#bytes += chunk.length
-      if (this.#bytes > this.#o.maxEntrySize) {
-        // Oversized: keep streaming, stop recording.
-        this.#record = false
-        this.#chunks = []
-      } else {
-        this.#chunks.push(chunk)
-      }
-    }
+    // Oversized bodies keep streaming; the recorder stops keeping them.
+    this.#body.add(chunk)
     if (!this.#suppressBody) this.#sink.onResponseData(this.#ctl, chunk)
   }
 
@@ -595,26 +587,26 @@ class OriginResponseHandler implements Handler {
       this.#cache.serveValidated(req, refreshed, this.#sink, this.#ctl)
       return
     }
-    if (this.#record) {
-      if (this.#expected >= 0 && this.#bytes !== this.#expected) {
+    if (this.#body.recording) {
+      if (this.#expected >= 0 && this.#body.bytes !== this.#expected) {
         // undici itself rejects a short body; this guards any other origin dispatcher.
         this.#settled()
-        this.#sink.onResponseError(this.#ctl, new TruncatedBodyError(this.#expected, this.#bytes))
+        this.#sink.onResponseError(this.#ctl, new TruncatedBodyError(this.#expected, this.#body.bytes))
         return
       }
       // The whole body is known now: a HEAD answered from this entry can say its length.
       // Age is dropped: the freshness record holds it, and every hit sends a fresh one.
       const headers: ResponseHeaders = { ...this.#headers }
-      if (headers['content-length'] === undefined) headers['content-length'] = String(this.#bytes)
+      if (headers['content-length'] === undefined) headers['content-length'] = String(this.#body.bytes)
       delete headers.age
       const stored: StoredResponse = {
         status: this.#status,
         statusText: this.#statusText,
         headers,
-        body: compactBody(this.#chunks, this.#bytes),
-        bodyLength: this.#bytes,
+        body: this.#body.body(),
+        bodyLength: this.#body.bytes,
         freshness: computeFreshness(this.#status, req.headers, this.#headers, this.#requestTime, now()),
-        size: entrySize(req.key, headers, this.#bytes)
+        size: entrySize(req.key, headers, this.#body.bytes)
       }
       if (store.put(req.url.host, req.key, stored, this.#validating)) {
         counters.add('stored')
@@ -636,8 +628,7 @@ class OriginResponseHandler implements Handler {
       return
     }
     this.#done = true
-    this.#record = false
-    this.#chunks = []
+    this.#body.stop()
     this.#settled()
     // No response reached the caller yet: a stale copy may stand in (RFC 5861).
     if (this.#status === 0 && !this.#ctl.aborted && this.#cache.serveStaleOnError(this.#req, this.#stale, this.#sink, this.#ctl)) return
