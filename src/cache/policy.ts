@@ -427,6 +427,12 @@ export type Reuse =
   /** Validate it with the origin before use (section 4.3). */
   | { readonly action: 'validate' }
 
+// The decisions are values; one frozen object each, so a cache hit allocates none.
+const FRESH: Reuse = Object.freeze({ action: 'fresh' })
+const STALE: Reuse = Object.freeze({ action: 'stale' })
+const STALE_REVALIDATE: Reuse = Object.freeze({ action: 'stale-revalidate' })
+const VALIDATE: Reuse = Object.freeze({ action: 'validate' })
+
 /**
  * RFC 9111 section 4: may this stored, Vary-matched response answer this request now?
  */
@@ -435,32 +441,32 @@ export function decideReuse (f: Freshness, requestDirectives: Directives, reques
   // Section 5.4: Pragma: no-cache counts only when the request has no Cache-Control.
   if (requestDirectives.has('no-cache') ||
     (requestHeaders['cache-control'] === undefined && /(^|,)\s*no-cache\s*(,|$)/i.test(requestHeaders.pragma ?? ''))) {
-    return { action: 'validate' }
+    return VALIDATE
   }
   // Section 5.2.2.4: unqualified no-cache means validate every time.
-  if (cc.get('no-cache') === true) return { action: 'validate' }
+  if (cc.get('no-cache') === true) return VALIDATE
   const age = currentAge(f, now)
   const fresh = f.lifetime > age
   // Section 5.2.1.1
   const maxAge = parseDeltaSeconds(requestDirectives.get('max-age'))
-  if (maxAge !== undefined && age > maxAge) return { action: 'validate' }
+  if (maxAge !== undefined && age > maxAge) return VALIDATE
   // Section 5.2.1.3
   const minFresh = parseDeltaSeconds(requestDirectives.get('min-fresh'))
-  if (minFresh !== undefined && f.lifetime - age < minFresh) return { action: 'validate' }
-  if (fresh) return { action: 'fresh' }
+  if (minFresh !== undefined && f.lifetime - age < minFresh) return VALIDATE
+  if (fresh) return FRESH
   // Sections 5.2.2.2, 5.2.2.8, 5.2.2.10: a shared cache never serves these stale, whatever
   // the request says.
-  if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage')) return { action: 'validate' }
+  if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage')) return VALIDATE
   // Section 5.2.1.2: max-stale with no value accepts any staleness.
   const maxStale = requestDirectives.get('max-stale')
-  if (maxStale === true) return { action: 'stale' }
+  if (maxStale === true) return STALE
   const staleLimit = parseDeltaSeconds(maxStale)
-  if (staleLimit !== undefined && age - f.lifetime <= staleLimit) return { action: 'stale' }
+  if (staleLimit !== undefined && age - f.lifetime <= staleLimit) return STALE
   // RFC 5861 section 3: within the stale-while-revalidate window, serve stale now and
   // validate in the background.
   const swr = parseDeltaSeconds(cc.get('stale-while-revalidate'))
-  if (swr !== undefined && age - f.lifetime <= swr) return { action: 'stale-revalidate' }
-  return { action: 'validate' }
+  if (swr !== undefined && age - f.lifetime <= swr) return STALE_REVALIDATE
+  return VALIDATE
 }
 
 /**
