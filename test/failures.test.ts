@@ -3,7 +3,7 @@ import type http from 'node:http'
 import { after, before, describe, test } from 'node:test'
 import { Agent, request, type Dispatcher } from 'undici'
 import { Peer } from '../src/index.js'
-import { startCluster, type Cluster, type PeerProcess, type TrafficResult } from './fixtures/peer-process.js'
+import { progress, startCluster, type Cluster, type PeerProcess } from './fixtures/peer-process.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
 import {
   freePort, listen, ownedBy, startBlackhole, startLocalPeers, stopServer, waitFor,
@@ -36,15 +36,6 @@ function cutShort (_req: http.IncomingMessage, res: http.ServerResponse): void {
   res.write('x'.repeat(50), () => res.socket?.destroy())
 }
 
-/** Waits until every child's traffic has `ok` at least its target. */
-async function progress (peers: PeerProcess[], targets: number[], what: string): Promise<TrafficResult[]> {
-  let last: TrafficResult[] = []
-  await waitFor(async () => {
-    last = await Promise.all(peers.map((p) => p.trafficStatus()))
-    return last.every((r, i) => r.ok >= (targets[i] ?? 0) || r.done)
-  }, 15_000, what, 20)
-  return last
-}
 
 describe('an owner peer killed with SIGKILL mid-traffic', () => {
   let origin: CountingOrigin

@@ -3,7 +3,7 @@ import type http from 'node:http'
 import { after, afterEach, before, describe, test } from 'node:test'
 import { errors, request, type Dispatcher } from 'undici'
 import { Peer } from '../src/index.js'
-import { startCluster, type Cluster, type PeerProcess, type TrafficResult } from './fixtures/peer-process.js'
+import { progress, startCluster, type Cluster, type PeerProcess } from './fixtures/peer-process.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
 import { deferred, waitFor } from './helpers/peers.js'
 
@@ -16,15 +16,6 @@ async function get (dispatcher: Dispatcher, url: string, headers: Record<string,
   return { status: res.statusCode, headers: res.headers, body: await res.body.text() }
 }
 
-/** Waits until every child's traffic has `ok` at least its target. */
-async function progress (peers: PeerProcess[], targets: number[], what: string): Promise<TrafficResult[]> {
-  let last: TrafficResult[] = []
-  await waitFor(async () => {
-    last = await Promise.all(peers.map((p) => p.trafficStatus()))
-    return last.every((r, i) => r.ok >= (targets[i] ?? 0) || r.done)
-  }, 15_000, what, 20)
-  return last
-}
 
 describe('pool changes under load (peers in child processes)', () => {
   let origin: CountingOrigin
