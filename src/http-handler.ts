@@ -119,6 +119,7 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       method: method as 'GET' | 'HEAD',
       url,
       key: url.href,
+      host: url.host,
       headers,
       directives: parseCacheControl(headers['cache-control'])
     }, sink, ctl)

@@ -23,6 +23,9 @@ import { cacheKeyOf, normaliseOriginUrl } from './url.js'
 type Handler = Dispatcher.DispatchHandler
 type DispatchOptions = Dispatcher.DispatchOptions
 
+/** A parsed target URL with the strings the cache needs from it, computed once. */
+interface Target { readonly url: URL, readonly key: string, readonly host: string }
+
 // The context a Dispatcher hands to onRequestStart; nothing in it, so one for all requests.
 const NO_CONTEXT = Object.freeze({})
 
@@ -212,7 +215,8 @@ export abstract class Router extends Dispatcher {
         const qs = new URLSearchParams(opts.query as Record<string, string>).toString()
         if (qs !== '') path += (path.includes('?') ? '&' : '?') + qs
       }
-      const url = this.#url(origin, path)
+      const target = this.#url(origin, path)
+      const url = target.url
       if (!this.originAllowed(url)) throw new ForbiddenOriginError(url.origin)
       const method = opts.method === 'GET' || opts.method === 'HEAD' ? opts.method : opts.method.toUpperCase()
       const headers = endToEndRequestHeaders(normaliseRequestHeaders(opts.headers))
@@ -227,7 +231,8 @@ export abstract class Router extends Dispatcher {
         const req: CacheRequest = {
           method,
           url,
-          key: url.href,
+          key: target.key,
+          host: target.host,
           headers: cacheableRequestHeaders(headers),
           directives: requestDirectives(headers['cache-control'])
         }
@@ -253,14 +258,15 @@ export abstract class Router extends Dispatcher {
   // Parsed target URLs by their raw spelling: parsing and normalising a URL costs more than
   // the rest of a cache hit, and callers ask for the same few URLs over and over.
   // Keyed by origin, then path, so a hit needs no string concatenation.
-  #urls = new Map<string, Map<string, URL>>()
+  #urls = new Map<string, Map<string, Target>>()
   #urlCount = 0
 
-  #url (origin: string, path: string): URL {
+  #url (origin: string, path: string): Target {
     let paths = this.#urls.get(origin)
-    let url = paths?.get(path)
-    if (url !== undefined) return url
-    url = normaliseOriginUrl(origin.endsWith('/') ? origin.replace(/\/+$/, '') + path : origin + path)
+    let target = paths?.get(path)
+    if (target !== undefined) return target
+    const url = normaliseOriginUrl(origin.endsWith('/') ? origin.replace(/\/+$/, '') + path : origin + path)
+    target = { url, key: url.href, host: url.host }
     if (this.#urlCount >= 4096) {
       this.#urls.clear()
       this.#urlCount = 0
@@ -270,9 +276,9 @@ export abstract class Router extends Dispatcher {
       paths = new Map()
       this.#urls.set(origin, paths)
     }
-    paths.set(path, url)
+    paths.set(path, target)
     this.#urlCount++
-    return url
+    return target
   }
 
   #route (req: CacheRequest, sink: CallerHandler, ctl: CallerController): void {

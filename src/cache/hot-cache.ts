@@ -45,7 +45,7 @@ export class HotCache {
 
   /** Serves a fresh hot copy; false when there is none. */
   tryServe (req: CacheRequest, sink: CallerHandler, ctl: CallerController): boolean {
-    const variants = this.#store.get(req.url.host, req.key)
+    const variants = this.#store.get(req.host, req.key)
     if (variants === undefined) return false
     const now = this.#o.now()
     for (const v of variants) {
@@ -157,7 +157,7 @@ class HotRecorder implements CallerHandler {
         freshness: computeFreshness(this.#status, req.headers, this.#ownerHeaders, this.#requestTime, this.#o.now()),
         size: entrySize(req.key, this.#headers, this.#body.bytes)
       }
-      this.#store.put(req.url.host, req.key, stored)
+      this.#store.put(req.host, req.key, stored)
     }
     this.#sink.onResponseEnd(controller, trailers)
   }

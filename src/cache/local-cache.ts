@@ -26,6 +26,8 @@ export interface CacheRequest {
   /** The normalised absolute URL: the cache key and the origin target. */
   readonly url: URL
   readonly key: string
+  /** url.host, read once (URL's getter builds a new string on every read). */
+  readonly host: string
   /** End-to-end request headers, lower-case names. */
   readonly headers: RequestHeaders
   readonly directives: Directives
@@ -140,7 +142,7 @@ export class LocalCache {
    */
   serve (req: CacheRequest, sink: CallerHandler, ctl: CallerController, mayJoin = true): void {
     const { store, counters, now } = this.#o
-    const host = req.url.host
+    const host = req.host
     const row = counters.hostRow(host)
     row.requests++
     const variants = store.get(host, req.key)
@@ -336,7 +338,7 @@ export class LocalCache {
           this.#originFetch(req, sink, ctl, undefined, fwd, settled, undefined)
           return
         }
-        this.#o.store.put(req.url.host, req.key, found)
+        this.#o.store.put(req.host, req.key, found)
         const reuse = decideReuse(found.freshness, req.directives, req.headers, this.#o.now())
         if (reuse.action === 'fresh') {
           this.#o.counters.add('localHits')
@@ -363,7 +365,7 @@ export class LocalCache {
     }
     addVia(headers)
     counters.add('originFetches')
-    counters.addHost(req.url.host, 'originFetches')
+    counters.addHost(req.host, 'originFetches')
     const handler = new OriginResponseHandler(this, this.#o, req, sink, ctl, validating, fwd, this.#o.now(), settled, stale)
     try {
       origin.dispatch({
@@ -393,7 +395,7 @@ export class LocalCache {
     const validated = (hasValidators(head) || !hasValidators(stored.headers)) &&
       same('etag') && same('last-modified') && same('content-length')
     if (!validated) {
-      store.delete(req.url.host, req.key)
+      store.delete(req.host, req.key)
       return
     }
     const headers = mergeNotModified(stored.headers, head)
@@ -406,7 +408,7 @@ export class LocalCache {
       freshness: computeFreshness(stored.status, req.headers, head.age === undefined ? headers : { ...headers, age: head.age }, requestTime, now()),
       size: entrySize(req.key, headers, stored.bodyLength)
     }
-    if (store.put(req.url.host, req.key, refreshed, stored)) this.#o.secondTier?.write(req, refreshed)
+    if (store.put(req.host, req.key, refreshed, stored)) this.#o.secondTier?.write(req, refreshed)
   }
 
   /** Fetches the whole response again, unconditionally, for a request whose validation misfired. */
@@ -531,7 +533,7 @@ class OriginResponseHandler implements Handler {
     } else if (this.#validating !== undefined && !this.#body.recording && status < 500) {
       // A full response that replaces a stored one we were validating: the old one is gone
       // whether or not the new one may be stored (RFC 9111 section 4.3.3).
-      this.#o.store.delete(req.url.host, req.key)
+      this.#o.store.delete(req.host, req.key)
     }
     const out: ResponseHeaders = { ...headers, 'cache-status': `${CACHE_NAME}; fwd=${this.#fwd}; fwd-status=${status}${detail}` }
     if (status === 200 && hasConditional(req.headers) && req.method === 'GET') {
@@ -582,7 +584,7 @@ class OriginResponseHandler implements Handler {
         freshness: computeFreshness(old.status, req.headers, this.#notModified.age === undefined ? headers : { ...headers, age: this.#notModified.age }, this.#requestTime, now()),
         size: entrySize(req.key, headers, old.bodyLength)
       }
-      if (store.put(req.url.host, req.key, refreshed, old)) this.#o.secondTier?.write(req, refreshed)
+      if (store.put(req.host, req.key, refreshed, old)) this.#o.secondTier?.write(req, refreshed)
       this.#settled()
       this.#cache.serveValidated(req, refreshed, this.#sink, this.#ctl)
       return
@@ -608,7 +610,7 @@ class OriginResponseHandler implements Handler {
         freshness: computeFreshness(this.#status, req.headers, this.#headers, this.#requestTime, now()),
         size: entrySize(req.key, headers, this.#body.bytes)
       }
-      if (store.put(req.url.host, req.key, stored, this.#validating)) {
+      if (store.put(req.host, req.key, stored, this.#validating)) {
         counters.add('stored')
         this.#o.secondTier?.write(req, stored)
         if (channels.store.hasSubscribers) channels.store.publish({ self: this.#o.self, url: req.key, status: stored.status, bytes: stored.size })
