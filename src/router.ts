@@ -199,6 +199,12 @@ export abstract class Router extends Dispatcher {
    */
   override dispatch (opts: DispatchOptions, handler: Handler): boolean {
     if (handler === null || typeof handler !== 'object') throw new InvalidArgumentError('handler must be an object')
+    // Upgrades (WebSocket, through setGlobalDispatcher as well) and CONNECT are tunnels, not
+    // cacheable exchanges: they go to the origin untouched, with the caller's own handler.
+    if (opts !== null && typeof opts === 'object' && !this.#closed &&
+      ((opts.upgrade !== undefined && opts.upgrade !== null && opts.upgrade !== false) || opts.method === 'CONNECT')) {
+      return this.originDispatcher.dispatch(opts, handler)
+    }
     const sink = wrapCaller(handler, this.#completion)
     const ctl: CallerController = sink
     try {
@@ -224,9 +230,6 @@ export abstract class Router extends Dispatcher {
       sink.onRequestStart(ctl, NO_CONTEXT)
       if (method === 'GET' || method === 'HEAD') {
         if (hasBody(opts.body)) throw new InvalidArgumentError(`${method} requests cannot have a body`)
-        if (opts.upgrade !== undefined && opts.upgrade !== null && opts.upgrade !== false) {
-          throw new InvalidArgumentError('upgrade requests are not supported by forwardcache')
-        }
         this.counters.values.requests++
         const req: CacheRequest = {
           method,

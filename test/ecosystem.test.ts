@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test'
 import middie from '@fastify/middie'
 import express from 'express'
 import Fastify from 'fastify'
-import { Agent, Dispatcher, interceptors, request, setGlobalDispatcher, getGlobalDispatcher } from 'undici'
+import { Agent, Dispatcher, interceptors, request, setGlobalDispatcher, getGlobalDispatcher, upgrade } from 'undici'
 import { Peer, type NodeHandler } from '../src/index.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
 
@@ -76,7 +76,7 @@ test('handler() mounted in Fastify with @fastify/middie', async () => {
   }
 })
 
-test('a Peer composes with undici interceptors (retry, redirect, dns) in the documented order', async () => {
+test('a Peer composes with undici interceptors (retry, redirect) in the documented order', async () => {
   origin.route('/old', (_req, res) => {
     res.writeHead(301, { location: '/new', 'cache-control': 'max-age=300', 'content-length': 0 })
     res.end()
@@ -144,4 +144,24 @@ test('the ESM build can be require()d from CommonJS (Node >= 20.19)', async (t) 
   const script = `const fc = require(${JSON.stringify(entry)}); const p = new fc.Peer({ self: 'http://127.0.0.1:1' }); p.ready.then(() => { console.log(typeof fc.Peer, typeof fc.Client, p.ownerOf('http://x/')); return p.close() })`
   const { stdout } = await promisify(execFile)(process.execPath, ['-e', script])
   assert.equal(stdout.trim(), 'function function http://127.0.0.1:1')
+})
+
+test('upgrades (WebSocket and the like) pass through a Peer to the origin untouched', async () => {
+  const server = http.createServer()
+  server.on('upgrade', (_req, socket) => {
+    socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello through the tunnel')
+  })
+  const url = await listening(server)
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  try {
+    const { socket, headers } = await upgrade(`${url}/ws`, { dispatcher: peer, protocol: 'echo' })
+    assert.equal(headers.upgrade, 'echo')
+    let data = ''
+    for await (const chunk of socket) data += String(chunk)
+    assert.equal(data, 'hello through the tunnel')
+  } finally {
+    server.close()
+    server.closeAllConnections()
+    await peer.close()
+  }
 })
