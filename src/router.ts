@@ -6,6 +6,7 @@ import { requestDirectives } from './cache/policy.js'
 import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { Fanout } from './dispatch/fanout.js'
+import { InFlight } from './dispatch/in-flight.js'
 import { ClientClosedError, ClientDestroyedError, InvalidArgumentError } from './errors.js'
 import { ERROR_HEADER, ForwardHandler, PassThroughHandler } from './forward.js'
 import { loadedHash, loadHash } from './hash.js'
@@ -24,7 +25,14 @@ type Handler = Dispatcher.DispatchHandler
 type DispatchOptions = Dispatcher.DispatchOptions
 
 /** A parsed target URL with the strings the cache needs from it, computed once. */
-interface Target { readonly url: URL, readonly key: string, readonly host: string }
+interface Target {
+  readonly url: URL
+  readonly key: string
+  readonly host: string
+  /** The ring `owner` was looked up on: a lookup on the current ring is reused, not rehashed. */
+  ring: Ring | undefined
+  owner: string | undefined
+}
 
 // The context a Dispatcher hands to onRequestStart; nothing in it, so one for all requests.
 const NO_CONTEXT = Object.freeze({})
@@ -61,9 +69,9 @@ export abstract class Router extends Dispatcher {
   #hash: HashFunction | undefined
   #closed = false
   #destroyed = false
-  readonly #inFlight = new Set<CallerController>()
+  readonly #inFlight = new InFlight()
   // One object for every request's end, instead of a closure per request.
-  readonly #completion = { finished: (ctl: Dispatcher.DispatchController): void => { this.#finished(ctl as CallerController) } }
+  readonly #completion = { finished: (ctl: Dispatcher.DispatchController | null): void => { this.#finished(ctl as CallerController | null) } }
   // Forwards in flight, by method and URL, that later identical requests may still join.
   readonly #forwards = new Map<string, Fanout>()
   #idle: Array<() => void> = []
@@ -244,9 +252,9 @@ export abstract class Router extends Dispatcher {
         if (headers.authorization !== undefined) {
           this.direct(req, sink, ctl, 'authorization')
         } else if (this.#ring === undefined) {
-          this.ready.then(() => this.#route(req, sink, ctl), (err: Error) => sink.onResponseError(ctl, err))
+          this.ready.then(() => this.#route(req, target, sink, ctl), (err: Error) => sink.onResponseError(ctl, err))
         } else {
-          this.#route(req, sink, ctl)
+          this.#route(req, target, sink, ctl)
         }
       } else {
         this.#passThrough(opts, url, method, headers, sink, ctl)
@@ -264,15 +272,26 @@ export abstract class Router extends Dispatcher {
   #urls = new Map<string, Map<string, Target>>()
   #urlCount = 0
 
+  // Callers mostly talk to one origin at a time: comparing with the last one is cheaper than
+  // hashing a fresh origin string for the map.
+  #lastOrigin = ''
+  #lastPaths: Map<string, Target> | undefined
+
   #url (origin: string, path: string): Target {
-    let paths = this.#urls.get(origin)
+    let paths = origin === this.#lastOrigin ? this.#lastPaths : this.#urls.get(origin)
     let target = paths?.get(path)
-    if (target !== undefined) return target
+    if (target !== undefined) {
+      this.#lastOrigin = origin
+      this.#lastPaths = paths
+      return target
+    }
     const url = normaliseOriginUrl(origin.endsWith('/') ? origin.replace(/\/+$/, '') + path : origin + path)
-    target = { url, key: url.href, host: url.host }
+    target = { url, key: url.href, host: url.host, ring: undefined, owner: undefined }
     if (this.#urlCount >= 4096) {
       this.#urls.clear()
       this.#urlCount = 0
+      this.#lastOrigin = ''
+      this.#lastPaths = undefined
       paths = undefined
     }
     if (paths === undefined) {
@@ -284,9 +303,15 @@ export abstract class Router extends Dispatcher {
     return target
   }
 
-  #route (req: CacheRequest, sink: CallerHandler, ctl: CallerController): void {
+  #route (req: CacheRequest, target: Target, sink: CallerHandler, ctl: CallerController): void {
     if (ctl.aborted) return sink.onResponseError(ctl, ctl.reason as Error)
-    const owner = (this.#ring as Ring).get(req.key)
+    const ring = this.#ring as Ring
+    let owner = target.owner
+    if (target.ring !== ring) {
+      owner = ring.get(target.key)
+      target.ring = ring
+      target.owner = owner
+    }
     if (owner === undefined || this.isSelf(owner)) {
       this.serveOwned(req, sink, ctl)
       return
@@ -440,7 +465,7 @@ export abstract class Router extends Dispatcher {
     return () => this.#finished(ctl)
   }
 
-  #finished (ctl: CallerController): void {
+  #finished (ctl: CallerController | null): void {
     this.#inFlight.delete(ctl)
     if (this.#inFlight.size === 0 && this.#idle.length > 0) {
       const waiting = this.#idle
@@ -500,7 +525,7 @@ export abstract class Router extends Dispatcher {
     this.#closed = true
     this.#destroyed = true
     this.#health.close()
-    for (const ctl of [...this.#inFlight]) ctl.abort(err)
+    for (const ctl of this.#inFlight.toArray()) ctl.abort(err)
     await this.#pools.destroy(err)
     if (this.#ownsOrigin) await this.originDispatcher.destroy(err).catch(() => {})
     this.onDestroyed()

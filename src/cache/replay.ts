@@ -4,16 +4,11 @@ import { toRawHeaders, type ResponseHeaders } from '../headers.js'
 
 const NO_TRAILERS: ResponseHeaders = Object.freeze({}) as ResponseHeaders
 
-// Replays due to run, flushed by one microtask: a burst of hits costs one microtask, not one
-// closure and one microtask each.
-let due: Replay[] = []
-function flush (): void {
-  const batch = due
-  due = []
-  for (const r of batch) r.run()
-}
+// One microtask per replay. Batching a burst of replays behind one microtask through a shared
+// queue was tried: it saved a closure per hit, but the scavenger then copied and promoted
+// ~1.5 KiB per hit (pauses of ~3 ms instead of ~0.8 ms at 32 requests in flight).
 function schedule (r: Replay): void {
-  if (due.push(r) === 1) queueMicrotask(flush)
+  queueMicrotask(() => { r.run() })
 }
 
 /**

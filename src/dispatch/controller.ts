@@ -1,4 +1,5 @@
 import type { Dispatcher } from 'undici'
+import type { InFlight } from './in-flight.js'
 
 /** What a caller's controller steers: an upstream request or a replay of a stored body. */
 export interface FlowTarget {
@@ -18,6 +19,13 @@ export class CallerController implements Dispatcher.DispatchController {
   #aborted = false
   #reason: Error | null = null
   #target: FlowTarget | null = null
+
+  /** @internal Links of the InFlight list this request is on (see in-flight.ts). */
+  inFlightList: InFlight | null = null
+  /** @internal */
+  inFlightPrev: CallerController | null = null
+  /** @internal */
+  inFlightNext: CallerController | null = null
 
   get paused (): boolean { return this.#paused }
   get aborted (): boolean { return this.#aborted }
