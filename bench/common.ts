@@ -6,7 +6,7 @@ import { fork, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 
 export const THROUGHPUT_SCENARIOS = [
-  'direct', 'undici-cache', 'undici-cache-miss', 'floor', 'local-hit', 'forwarded-hit', 'hot-hit', 'miss'
+  'direct', 'undici-cache', 'undici-cache-miss', 'floor', 'local-hit', 'forwarded-hit', 'owner-wire', 'hot-hit', 'miss'
 ] as const
 export const SPECIAL_SCENARIOS = [
   'coalesce', 'coalesce-undici-cache', 'ring', 'memory', 'memory-undici-cache'

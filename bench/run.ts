@@ -109,7 +109,7 @@ function plan (s: Settings, round: number): CellSpec[] {
   const groups: CellSpec[][] = []
   for (const size of s.sizes) {
     for (const concurrency of s.concurrency) {
-      groups.push(rotate(THROUGHPUT_SCENARIOS.filter(want), round).map((scenario) => ({ ...base, scenario, size, concurrency })))
+      groups.push(rotate(THROUGHPUT_SCENARIOS.filter((sc) => want(sc) && (sc !== 'owner-wire' || s.secret === '')), round).map((scenario) => ({ ...base, scenario, size, concurrency })))
     }
   }
   const special: CellSpec[] = []
@@ -262,6 +262,8 @@ function report (s: Settings, cellsPerRound: number, results: readonly CellResul
     { name: 'local-hit / floor (ops/s)', num: 'local-hit', den: 'floor', metric: 'ops' },
     { name: 'local-hit / undici-cache (ops/s)', num: 'local-hit', den: 'undici-cache', metric: 'ops' },
     { name: 'forwarded-hit / direct (ops/s)', num: 'forwarded-hit', den: 'direct', metric: 'ops' },
+    { name: 'owner-wire / direct (ops/s)', num: 'owner-wire', den: 'direct', metric: 'ops' },
+    { name: 'forwarded-hit / owner-wire (ops/s)', num: 'forwarded-hit', den: 'owner-wire', metric: 'ops' },
     { name: 'hot-hit / local-hit (ops/s)', num: 'hot-hit', den: 'local-hit', metric: 'ops' },
     { name: 'miss / undici-cache-miss (ops/s)', num: 'miss', den: 'undici-cache-miss', metric: 'ops' },
     { name: 'local-hit p99 / undici-cache p99', num: 'local-hit', den: 'undici-cache', metric: 'p99' }

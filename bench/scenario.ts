@@ -18,6 +18,9 @@ import {
 } from './common.js'
 import { FloorDispatcher, floorEntry, type FloorEntry } from './floor.js'
 
+/** The Peer's default `path`: where the owner's handler takes forwarded requests. */
+const WIRE_PATH = '/proxy'
+
 /** Distinct URLs a hit scenario cycles through (all warmed first). */
 const HIT_KEYS = 8
 
@@ -249,6 +252,22 @@ async function throughput (spec: CellSpec): Promise<CellResult> {
             ownerLocalHits: b.localHits,
             ownerServedForPeers: b.servedForPeers
           }
+        })
+      }
+      case 'owner-wire': {
+        // forwarded-hit without Peer A: an undici Agent speaking the wire protocol straight to
+        // the owner's handler, so forwarded-hit / owner-wire is what A's routing adds and
+        // owner-wire / direct is what B's handler and cache cost next to a bare origin.
+        if (spec.secret !== '') throw new Error('owner-wire sends unsigned requests: run it without --secret')
+        const owner = await Helper.start('peer')
+        cleanup.push(() => owner.stop())
+        await owner.call('init', { peers: [owner.url], secret: '' })
+        const agent = new Agent()
+        cleanup.push(() => agent.destroy())
+        const urls = hitUrls(origin.url, spec.size, 'wire').map((u) => `${owner.url}${WIRE_PATH}?q=${encodeURIComponent(u)}`)
+        return await hitScenario(spec, origin, agent, urls, async () => {
+          const b = await owner.call<PeerStats>('stats')
+          return { ownerLocalHits: b.localHits, ownerServedForPeers: b.servedForPeers }
         })
       }
       default:
