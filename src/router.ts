@@ -207,10 +207,34 @@ export abstract class Router extends Dispatcher {
    */
   override dispatch (opts: DispatchOptions, handler: Handler): boolean {
     if (handler === null || typeof handler !== 'object') throw new InvalidArgumentError('handler must be an object')
+    const isObject = opts !== null && typeof opts === 'object'
+    let origin: unknown, path: unknown, method: unknown, headers: unknown, body: unknown, query: unknown, upgrade: unknown
+    if (isObject) {
+      if (Object.getPrototypeOf(opts) === Object.prototype) {
+        // undici's request() and stream() build opts with an object spread, and in V8 11 (Node
+        // 20) every such object gets a hidden class of its own: each property read by name
+        // misses the inline caches and costs a runtime lookup (~70 ns a name, 7 names here,
+        // about a tenth of a cache hit). for-in reads them through the object's enum cache.
+        // It sees own enumerable fields, as undici's own spread does.
+        const fields = opts as unknown as Record<string, unknown>
+        for (const name in fields) {
+          switch (name) {
+            case 'origin': origin = fields[name]; break
+            case 'path': path = fields[name]; break
+            case 'method': method = fields[name]; break
+            case 'headers': headers = fields[name]; break
+            case 'body': body = fields[name]; break
+            case 'query': query = fields[name]; break
+            case 'upgrade': upgrade = fields[name]; break
+          }
+        }
+      } else {
+        ({ origin, path, method, headers, body, query, upgrade } = opts)
+      }
+    }
     // Upgrades (WebSocket, through setGlobalDispatcher as well) and CONNECT are tunnels, not
     // cacheable exchanges: they go to the origin untouched, with the caller's own handler.
-    if (opts !== null && typeof opts === 'object' && !this.#closed &&
-      ((opts.upgrade !== undefined && opts.upgrade !== null && opts.upgrade !== false) || opts.method === 'CONNECT')) {
+    if (isObject && !this.#closed && ((upgrade !== undefined && upgrade !== null && upgrade !== false) || method === 'CONNECT')) {
       return this.originDispatcher.dispatch(opts, handler)
     }
     const sink = wrapCaller(handler, this.#completion)
@@ -218,38 +242,38 @@ export abstract class Router extends Dispatcher {
     try {
       if (this.#destroyed) throw new ClientDestroyedError()
       if (this.#closed) throw new ClientClosedError()
-      if (opts === null || typeof opts !== 'object') throw new InvalidArgumentError('opts must be an object')
-      if (typeof opts.path !== 'string' || !opts.path.startsWith('/')) throw new InvalidArgumentError('opts.path must start with "/"')
-      if (typeof opts.method !== 'string' || opts.method === '') throw new InvalidArgumentError('opts.method must be a string')
-      if (opts.origin === undefined || opts.origin === null) throw new InvalidArgumentError('opts.origin is required')
+      if (!isObject) throw new InvalidArgumentError('opts must be an object')
+      if (typeof path !== 'string' || !path.startsWith('/')) throw new InvalidArgumentError('opts.path must start with "/"')
+      if (typeof method !== 'string' || method === '') throw new InvalidArgumentError('opts.method must be a string')
+      if (origin === undefined || origin === null) throw new InvalidArgumentError('opts.origin is required')
       // CR, LF, NUL and other controls in the path are refused by normaliseOriginUrl.
-      const origin = typeof opts.origin === 'string' ? opts.origin : opts.origin.origin
-      let path = opts.path
-      if (opts.query !== undefined && opts.query !== null) {
-        const qs = new URLSearchParams(opts.query as Record<string, string>).toString()
+      const originString = typeof origin === 'string' ? origin : (origin as { origin?: unknown }).origin
+      if (typeof originString !== 'string') throw new InvalidArgumentError('opts.origin must be a string or a URL')
+      if (query !== undefined && query !== null) {
+        const qs = new URLSearchParams(query as Record<string, string>).toString()
         if (qs !== '') path += (path.includes('?') ? '&' : '?') + qs
       }
-      const target = this.#url(origin, path)
+      const target = this.#url(originString, path)
       const url = target.url
       if (!this.originAllowed(url)) throw new ForbiddenOriginError(url.origin)
-      const method = opts.method === 'GET' || opts.method === 'HEAD' ? opts.method : opts.method.toUpperCase()
-      const headers = endToEndRequestHeaders(normaliseRequestHeaders(opts.headers))
+      const verb = method === 'GET' || method === 'HEAD' ? method : method.toUpperCase()
+      const requestHeaders = endToEndRequestHeaders(normaliseRequestHeaders(headers))
       this.#inFlight.add(ctl)
       sink.onRequestStart(ctl, NO_CONTEXT)
-      if (method === 'GET' || method === 'HEAD') {
-        if (hasBody(opts.body)) throw new InvalidArgumentError(`${method} requests cannot have a body`)
+      if (verb === 'GET' || verb === 'HEAD') {
+        if (hasBody(body)) throw new InvalidArgumentError(`${verb} requests cannot have a body`)
         this.counters.values.requests++
         const req: CacheRequest = {
-          method,
+          method: verb,
           url,
           key: target.key,
           host: target.host,
-          headers: cacheableRequestHeaders(headers),
-          directives: requestDirectives(headers['cache-control'])
+          headers: cacheableRequestHeaders(requestHeaders),
+          directives: requestDirectives(requestHeaders['cache-control'])
         }
         // Credentials never travel between peers and never key a shared entry: such requests
         // go straight to the origin from here.
-        if (headers.authorization !== undefined) {
+        if (requestHeaders.authorization !== undefined) {
           this.direct(req, sink, ctl, 'authorization')
         } else if (this.#ring === undefined) {
           this.ready.then(() => this.#route(req, target, sink, ctl), (err: Error) => sink.onResponseError(ctl, err))
@@ -257,7 +281,7 @@ export abstract class Router extends Dispatcher {
           this.#route(req, target, sink, ctl)
         }
       } else {
-        this.#passThrough(opts, url, method, headers, sink, ctl)
+        this.#passThrough(opts, url, verb, requestHeaders, sink, ctl)
       }
     } catch (err) {
       sink.onResponseError(ctl, err as Error)

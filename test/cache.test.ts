@@ -346,6 +346,38 @@ describe('handler contracts and errors', () => {
     assert.equal(origin.count(), before)
   })
 
+  test('dispatch options are read the same from plain objects, class instances, null-prototype objects and URL origins', async () => {
+    origin.route('/shapes', (req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': 1 })
+      res.end(new URL(req.url ?? '/', 'http://x').searchParams.get('v') ?? '-')
+    })
+    const body = async (opts: Dispatcher.DispatchOptions): Promise<string> => {
+      const res = await peer.request(opts as Dispatcher.RequestOptions)
+      return await res.body.text()
+    }
+    // Plain object (what undici.request builds), with a query option.
+    assert.equal(await body({ origin: origin.url, path: '/shapes', method: 'GET', query: { v: 'a' } }), 'a')
+    // A class instance whose fields are getters on its prototype: invisible to for-in.
+    class Options {
+      get origin (): string { return origin.url }
+      get path (): string { return '/shapes?v=b' }
+      get method (): string { return 'GET' }
+      get headers (): Record<string, string> { return { 'cache-control': 'no-cache' } }
+    }
+    assert.equal(await body(new Options() as unknown as Dispatcher.DispatchOptions), 'b')
+    // A null-prototype object, and a URL as the origin.
+    const bare = Object.assign(Object.create(null) as Record<string, unknown>, { origin: new URL(origin.url), path: '/shapes?v=c', method: 'GET' })
+    assert.equal(await body(bare as unknown as Dispatcher.DispatchOptions), 'c')
+    const fetched = (): number => ['a', 'b', 'c'].reduce((n, v) => n + origin.count(`/shapes?v=${v}`), 0)
+    assert.equal(fetched(), 3)
+    // The class instance's headers were seen: its no-cache made the second read revalidate.
+    assert.equal(await body(new Options() as unknown as Dispatcher.DispatchOptions), 'b')
+    assert.equal(origin.count('/shapes?v=b'), 2)
+    // An origin that is neither a string nor a URL is refused, not half-used.
+    await assert.rejects(body({ origin: 42 as unknown as string, path: '/shapes', method: 'GET' }), /opts.origin must be a string or a URL/)
+    assert.equal(fetched(), 4)
+  })
+
   test('close() lets an in-flight request finish, then refuses new ones; destroy() fails them', async () => {
     const p = new Peer({ self: 'http://127.0.0.1:1' })
     let release: () => void = () => {}
