@@ -12,14 +12,12 @@ import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { Agent, cacheStores, interceptors, request, type Dispatcher } from 'undici'
 import { Peer, type PeerStats } from '../src/index.js'
+import { DEFAULT_PATH } from '../src/options.js'
 import {
   Helper, MiB, ORIGIN_CACHE_CONTROL, isScenario, maxRssBytes, originPath, percentile, sortedSample,
   type BodyRead, type CellResult, type CellSpec
 } from './common.js'
 import { FloorDispatcher, floorEntry, type FloorEntry } from './floor.js'
-
-/** The Peer's default `path`: where the owner's handler takes forwarded requests. */
-const WIRE_PATH = '/proxy'
 
 /** Distinct URLs a hit scenario cycles through (all warmed first). */
 const HIT_KEYS = 8
@@ -264,7 +262,7 @@ async function throughput (spec: CellSpec): Promise<CellResult> {
         await owner.call('init', { peers: [owner.url], secret: '' })
         const agent = new Agent()
         cleanup.push(() => agent.destroy())
-        const urls = hitUrls(origin.url, spec.size, 'wire').map((u) => `${owner.url}${WIRE_PATH}?q=${encodeURIComponent(u)}`)
+        const urls = hitUrls(origin.url, spec.size, 'wire').map((u) => `${owner.url}${DEFAULT_PATH}?q=${encodeURIComponent(u)}`)
         return await hitScenario(spec, origin, agent, urls, async () => {
           const b = await owner.call<PeerStats>('stats')
           return { ownerLocalHits: b.localHits, ownerServedForPeers: b.servedForPeers }

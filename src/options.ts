@@ -5,6 +5,9 @@ import type { CacheStore } from './cache/second-tier.js'
 import type { OriginRule } from './security/address-policy.js'
 import { normalisePeerUrl } from './url.js'
 
+/** Where a peer's handler() answers when `path` is not given. */
+export const DEFAULT_PATH = '/proxy'
+
 /** Options shared by Peer and Client. */
 export interface RouterOptions {
   /**
@@ -251,7 +254,7 @@ export function resolvePeerList (peers: unknown, what = 'opts.peers'): string[] 
 export function resolveRouterOptions (opts: RouterOptions, defaultPeers: string[]): ResolvedRouterOptions {
   if (opts === null || typeof opts !== 'object') throw new InvalidArgumentError('expected opts to be an object')
   const o = opts as Record<string, unknown>
-  const path = opts.path ?? '/proxy'
+  const path = opts.path ?? DEFAULT_PATH
   if (typeof path !== 'string' || !path.startsWith('/') || /[?#\s]/.test(path)) {
     throw new InvalidArgumentError('expected opts.path to be a path starting with "/" and without query or fragment')
   }

@@ -302,13 +302,19 @@ export abstract class Router extends Dispatcher {
   #lastPaths: Map<string, Target> | undefined
 
   #url (origin: string, path: string): Target {
-    let paths = origin === this.#lastOrigin ? this.#lastPaths : this.#urls.get(origin)
-    let target = paths?.get(path)
-    if (target !== undefined) {
-      this.#lastOrigin = origin
-      this.#lastPaths = paths
-      return target
+    let paths: Map<string, Target> | undefined
+    if (origin === this.#lastOrigin) {
+      paths = this.#lastPaths
+    } else {
+      // Written only when the origin changes: a hit on the same origin stores nothing.
+      paths = this.#urls.get(origin)
+      if (paths !== undefined) {
+        this.#lastOrigin = origin
+        this.#lastPaths = paths
+      }
     }
+    let target = paths?.get(path)
+    if (target !== undefined) return target
     const url = normaliseOriginUrl(origin.endsWith('/') ? origin.replace(/\/+$/, '') + path : origin + path)
     target = { url, key: url.href, host: url.host, ring: undefined, owner: undefined }
     if (this.#urlCount >= 4096) {
@@ -321,6 +327,8 @@ export abstract class Router extends Dispatcher {
     if (paths === undefined) {
       paths = new Map()
       this.#urls.set(origin, paths)
+      this.#lastOrigin = origin
+      this.#lastPaths = paths
     }
     paths.set(path, target)
     this.#urlCount++
