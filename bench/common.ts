@@ -121,6 +121,13 @@ export type HelperRole = 'origin' | 'peer'
  */
 export const CHILD_NODE_FLAGS: readonly string[] = ['--disable-warning=FORWARDCACHE_UNAUTHENTICATED']
 
+/**
+ * Extra Node flags for the helper processes only (the origin and the owner peer), from the
+ * environment variable FORWARDCACHE_BENCH_HELPER_ARGS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/b`
+ * to profile the owner of forwarded-hit. Split on whitespace.
+ */
+export const HELPER_NODE_FLAGS: readonly string[] = (process.env.FORWARDCACHE_BENCH_HELPER_ARGS ?? '').split(/\s+/).filter((f) => f !== '')
+
 export interface HelperRequest { id: number, cmd: string, args?: unknown }
 export type HelperReply = { id: number, ok: true, result: unknown } | { id: number, ok: false, error: string }
 export interface HelperHello { hello: true, url: string }
@@ -151,7 +158,7 @@ export class Helper {
   /** Forks dist/bench/helper.js in `role` and waits for it to listen. */
   static async start (role: HelperRole): Promise<Helper> {
     const script = fileURLToPath(new URL('./helper.js', import.meta.url))
-    const proc = fork(script, [role], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...CHILD_NODE_FLAGS] })
+    const proc = fork(script, [role], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...CHILD_NODE_FLAGS, ...HELPER_NODE_FLAGS] })
     const url = await new Promise<string>((resolve, reject) => {
       proc.once('error', reject)
       proc.once('exit', (code) => reject(new Error(`${role} helper exited early with code ${String(code)}`)))

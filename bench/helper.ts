@@ -107,6 +107,8 @@ async function peer (): Promise<void> {
 }
 
 process.on('disconnect', () => process.exit(0))
+// A clean exit on SIGTERM too, so that --cpu-prof (FORWARDCACHE_BENCH_HELPER_ARGS) writes its profile.
+process.on('SIGTERM', () => process.exit(0))
 const role = process.argv[2]
 if (role === 'origin') void origin()
 else if (role === 'peer') void peer()

@@ -65,16 +65,27 @@ const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'
 export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
   const { path, counters } = endpoint
   let active = 0
+  // Normalised targets by their spelling in q: peers ask for the same URLs over and over,
+  // and parsing one costs more than the rest of serving a hit. Only valid ones are kept, and
+  // nothing downstream writes to a request's URL.
+  const targets = new Map<string, URL>()
+  // Connections already let in, with the pool generation that let them in: the address of a
+  // connection does not change, so a keep-alive peer is checked once per pool.
+  const admitted = new WeakMap<object, number>()
 
   const serve = (req: IncomingMessage, res: ServerResponse, raw: string, qIndex: number): void => {
     const method = req.method ?? ''
-    const target = new URLSearchParams(qIndex === -1 ? '' : raw.slice(qIndex + 1)).get('q')
+    const target = targetOf(qIndex === -1 ? '' : raw.slice(qIndex + 1))
     if (target === null || target === '') return refuse(res, 400, 'missing-q', 'missing query parameter q (the absolute origin URL)')
-    let url: URL
-    try {
-      url = normaliseOriginUrl(target)
-    } catch (err) {
-      return refuse(res, 400, 'bad-q', `bad q: ${(err as Error).message}`)
+    let url = targets.get(target)
+    if (url === undefined) {
+      try {
+        url = normaliseOriginUrl(target)
+      } catch (err) {
+        return refuse(res, 400, 'bad-q', `bad q: ${(err as Error).message}`)
+      }
+      if (targets.size >= MAX_REMEMBERED_TARGETS) targets.clear()
+      targets.set(target, url)
     }
     if (endpoint.signer !== undefined) {
       const verdict = endpoint.signer.verify(method, url.href, endpoint.self, headerValue(req.headers[AUTH_HEADER]))
@@ -156,11 +167,40 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       return
     }
     // No secret: only the pool's own addresses and loopback get in.
-    endpoint.addresses.allows(req.socket.remoteAddress).then((allowed) => {
+    const socket = req.socket
+    const generation = endpoint.addresses.generation
+    if (admitted.get(socket) === generation || endpoint.addresses.allowsNow(socket.remoteAddress) === true) {
+      admitted.set(socket, generation)
+      try {
+        serve(req, res, raw, qIndex)
+      } catch (err) {
+        fail(res, err)
+      }
+      return
+    }
+    endpoint.addresses.allows(socket.remoteAddress).then((allowed) => {
       if (!allowed) return refuse(res, 403, 'forbidden-peer', 'this address is not a peer of this cluster')
       serve(req, res, raw, qIndex)
     }).catch((err: unknown) => fail(res, err))
   }
+}
+
+const MAX_REMEMBERED_TARGETS = 4096
+
+/**
+ * The q parameter of a wire request's query. Peers send exactly `q=` and one URL encoded with
+ * encodeURIComponent: that spelling is decoded directly, anything else (more parameters, a
+ * malformed escape) the way URLSearchParams reads it.
+ */
+function targetOf (query: string): string | null {
+  if (query.startsWith('q=') && !query.includes('&')) {
+    const value = query.slice(2)
+    try {
+      // In a query, + stands for a space (application/x-www-form-urlencoded).
+      return decodeURIComponent(value.includes('+') ? value.replaceAll('+', ' ') : value)
+    } catch {}
+  }
+  return new URLSearchParams(query).get('q')
 }
 
 function headerValue (v: string | string[] | undefined): string | undefined {

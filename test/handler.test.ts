@@ -59,6 +59,27 @@ describe('handler() as owner', () => {
     assert.equal(peer.stats().servedForPeers >= 2, true)
   })
 
+  test('q is read as a form-encoded query: + is a space, other parameters are ignored, bad escapes are refused', async () => {
+    // Peers send exactly q=encodeURIComponent(url); other clients (curl, other ports of the
+    // protocol) may spell it differently, and every spelling must mean what URLSearchParams says.
+    const plus = await call(`/proxy?q=${origin.url}/plus+sign`)
+    assert.equal(plus.status, 200)
+    assert.equal(plus.body, 'body of /plus%20sign')
+    const extra = await call(`/proxy?x=1&q=${encodeURIComponent(origin.url + '/extra')}&y=2`)
+    assert.equal(extra.status, 200)
+    assert.equal(extra.body, 'body of /extra')
+    const again = await call(q(origin.url + '/extra'))
+    assert.match(String(again.headers['cache-status']), /^forwardcache; hit/)
+    assert.equal(origin.count('/extra'), 1)
+    for (let i = 0; i < 2; i++) {
+      const bad = await call('/proxy?q=%ZZ')
+      assert.equal(bad.status, 400)
+      assert.equal(bad.headers['forwardcache-error'], 'bad-q')
+    }
+    const empty = await call('/proxy?q=')
+    assert.equal(empty.headers['forwardcache-error'], 'missing-q')
+  })
+
   test('HEAD on the wire is answered from the stored GET', async () => {
     await call(q(origin.url + '/wire-head'))
     const head = await call(q(origin.url + '/wire-head'), { method: 'HEAD' })

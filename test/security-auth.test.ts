@@ -311,6 +311,40 @@ describe('without a secret', () => {
     }
   })
 
+  test('a kept-alive connection let in once is checked again after the pool changes', async () => {
+    // The handler remembers which connections it let in; a pool change must void that, or a
+    // peer taken out of the pool would keep its open connection's access.
+    const member = 'http://198.51.100.7:3000'
+    const l = await listen()
+    // undici keeps a connection only when the server's Keep-Alive hint is over its 2 s margin.
+    l.server.keepAliveTimeout = 10_000
+    let connections = 0
+    l.server.on('connection', () => { connections++ })
+    const peer = new Peer({ self: l.url, peers: [l.url, member] })
+    const handler = peer.handler()
+    l.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      Object.defineProperty(req.socket, 'remoteAddress', { value: '198.51.100.7', configurable: true })
+      handler(req, res)
+    })
+    try {
+      await peer.ready
+      assert.equal((await wire(l.url, `${origin.url}/kept-alive`)).status, 200)
+      assert.equal((await wire(l.url, `${origin.url}/kept-alive`)).status, 200)
+      const opened = connections
+      peer.setPeers([l.url, 'http://198.51.100.8:3000'])
+      const res = await wire(l.url, `${origin.url}/kept-alive`)
+      assert.equal(res.status, 403)
+      assert.equal(res.headers['forwardcache-error'], 'forbidden-peer')
+      assert.equal(connections, opened, 'refused on a connection that had been let in')
+      peer.setPeers([l.url, member])
+      assert.equal((await wire(l.url, `${origin.url}/kept-alive`)).status, 200, 'back in the pool, let in again')
+      assert.equal(origin.count('/kept-alive'), 1)
+    } finally {
+      await peer.destroy()
+      await stopServer(l.server)
+    }
+  })
+
   test('PeerAddresses: loopback and pool members in, everything else out', async () => {
     const addresses = new PeerAddresses()
     addresses.update(['http://10.1.2.3:3000', 'http://[fd00::7]:3000'])

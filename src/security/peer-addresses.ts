@@ -29,7 +29,15 @@ export class PeerAddresses {
     this.#trustLoopback = trustLoopback
   }
 
+  /** Changes whenever the pool does: a verdict remembered under an older one is void. */
+  get generation (): number {
+    return this.#generation
+  }
+
+  #generation = 0
+
   update (peers: readonly string[]): void {
+    this.#generation++
     this.#hosts = peers.map((p) => new URL(p).hostname)
     this.#known = new Set()
     for (const h of this.#hosts) if (net.isIP(h.replace(/^\[|\]$/g, '')) !== 0) this.#known.add(canonical(h))
@@ -37,12 +45,21 @@ export class PeerAddresses {
     this.#resolving = undefined
   }
 
+  /**
+   * The verdict on `address` when it needs no name resolution: true when it is allowed now,
+   * undefined when only `allows()` can tell (it may be a pool host's new address).
+   */
+  allowsNow (address: string | undefined): true | undefined {
+    if (address === undefined) return undefined
+    if (this.#trustLoopback && isLoopback(address)) return true
+    return this.#known.has(canonical(address)) ? true : undefined
+  }
+
   /** True when `address` may use the handler. Resolves names when it must. */
   async allows (address: string | undefined): Promise<boolean> {
     if (address === undefined) return false
-    if (this.#trustLoopback && isLoopback(address)) return true
+    if (this.allowsNow(address) === true) return true
     const a = canonical(address)
-    if (this.#known.has(a)) return true
     if (Date.now() - this.#resolvedAt > 60_000) {
       this.#resolving ??= this.#resolve()
       await this.#resolving
