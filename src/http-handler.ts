@@ -65,7 +65,7 @@ const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'
 export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
   const { path, counters } = endpoint
   let active = 0
-  // Normalised targets by their spelling in q: peers ask for the same URLs over and over,
+  // Normalised targets by the query that named them: peers ask for the same URLs over and over,
   // and parsing one costs more than the rest of serving a hit. Only valid ones are kept, and
   // nothing downstream writes to a request's URL.
   const targets = new Map<string, URL>()
@@ -75,17 +75,18 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
 
   const serve = (req: IncomingMessage, res: ServerResponse, raw: string, qIndex: number): void => {
     const method = req.method ?? ''
-    const target = targetOf(qIndex === -1 ? '' : raw.slice(qIndex + 1))
-    if (target === null || target === '') return refuse(res, 400, 'missing-q', 'missing query parameter q (the absolute origin URL)')
-    let url = targets.get(target)
+    const query = qIndex === -1 ? '' : raw.slice(qIndex + 1)
+    let url = targets.get(query)
     if (url === undefined) {
+      const target = targetOf(query)
+      if (target === null || target === '') return refuse(res, 400, 'missing-q', 'missing query parameter q (the absolute origin URL)')
       try {
         url = normaliseOriginUrl(target)
       } catch (err) {
         return refuse(res, 400, 'bad-q', `bad q: ${(err as Error).message}`)
       }
       if (targets.size >= MAX_REMEMBERED_TARGETS) targets.clear()
-      targets.set(target, url)
+      targets.set(query, url)
     }
     if (endpoint.signer !== undefined) {
       const verdict = endpoint.signer.verify(method, url.href, endpoint.self, headerValue(req.headers[AUTH_HEADER]))

@@ -117,7 +117,7 @@ class HotRecorder implements CallerHandler {
     this.#sink.onRequestStart(controller, context)
   }
 
-  onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusMessage?: string): void {
+  onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusMessage?: string, raw?: Buffer[]): void {
     const decision = decideStorage('GET', this.#req.headers, status, headers)
     const cl = headerString(headers, 'content-length')
     if (decision.store && (cl === undefined || Number(cl) <= this.#o.maxEntrySize)) {
@@ -130,7 +130,7 @@ class HotRecorder implements CallerHandler {
       delete stored['cache-status']
       this.#headers = stored
     }
-    this.#sink.onResponseStart(controller, status, headers, statusMessage)
+    this.#sink.onResponseStart(controller, status, headers, statusMessage, raw)
   }
 
   startRaw (): void {

@@ -17,6 +17,12 @@ export interface Completion {
  * contract the caller used, and a completion hook that fires exactly once, on end or error.
  */
 export interface CallerHandler extends Required<Pick<Handler, 'onRequestStart' | 'onResponseStart' | 'onResponseData' | 'onResponseEnd' | 'onResponseError'>> {
+  /**
+   * The new contract's onResponseStart. `raw`, when a producer passes it, is the same header
+   * list as `headers` in the legacy contract's form (alternating name and value Buffers, as
+   * received): a legacy caller takes it as it is instead of encoding `headers` again.
+   */
+  onResponseStart (controller: Controller, statusCode: number, headers: ResponseHeaders, statusMessage?: string, raw?: Buffer[]): void
   /** True when the caller speaks the legacy contract and wants raw header Buffers. */
   readonly legacy: boolean
   /** onResponseStart for callers of the legacy contract, given headers already in raw form. */
@@ -50,8 +56,8 @@ class LegacyCaller extends CallerController implements CallerHandler {
     }, context)
   }
 
-  onResponseStart (controller: Controller, statusCode: number, headers: ResponseHeaders, statusMessage?: string): void {
-    this.startRaw(controller, statusCode, toRawHeaders(headers), statusMessage ?? '')
+  onResponseStart (controller: Controller, statusCode: number, headers: ResponseHeaders, statusMessage?: string, raw?: Buffer[]): void {
+    this.startRaw(controller, statusCode, raw ?? toRawHeaders(headers), statusMessage ?? '')
   }
 
   startRaw (controller: Controller, statusCode: number, rawHeaders: Buffer[], statusMessage: string): void {

@@ -81,7 +81,7 @@ export class Fanout implements CallerHandler {
 
   onRequestStart (): void {}
 
-  onResponseStart (_c: Controller, status: number, headers: ResponseHeaders, statusMessage?: string): void {
+  onResponseStart (_c: Controller, status: number, headers: ResponseHeaders, statusMessage?: string, raw?: Buffer[]): void {
     if (status < 200) {
       // Interim responses go to everyone waiting; joining stays open until the final one.
       for (const sub of this.#subs) sub.sink.onResponseStart(sub.ctl, status, headers, statusMessage)
@@ -96,13 +96,13 @@ export class Fanout implements CallerHandler {
         sub.retry()
         continue
       }
-      let out = headers
-      if (!sub.leader) {
-        // RFC 9211 section 2.8: this response was collapsed with another request's.
-        collapsed ??= { ...headers, 'cache-status': `${String(headers['cache-status'] ?? 'forwardcache')}; collapsed` }
-        out = collapsed
+      if (sub.leader) {
+        sub.sink.onResponseStart(sub.ctl, status, headers, statusMessage, raw)
+        continue
       }
-      sub.sink.onResponseStart(sub.ctl, status, out, statusMessage)
+      // RFC 9211 section 2.8: this response was collapsed with another request's.
+      collapsed ??= { ...headers, 'cache-status': `${String(headers['cache-status'] ?? 'forwardcache')}; collapsed` }
+      sub.sink.onResponseStart(sub.ctl, status, collapsed, statusMessage)
     }
     if (this.#subs.size === 0) this.ctl.abort(new Error('no subscriber left'))
   }
