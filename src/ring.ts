@@ -13,6 +13,11 @@ export class Ring {
   readonly #members: readonly string[]
   readonly #points: Uint32Array
   readonly #owners: Uint32Array
+  // Where each bucket of the hash space starts in #points: bucket b holds the points whose top
+  // bits are b, so a lookup searches one bucket (one or two points on average) instead of the
+  // whole ring (17 steps at 512 members x 160 vnodes, each a likely cache miss).
+  readonly #bucketShift: number
+  readonly #bucketStart: Uint32Array
 
   /**
    * @param members the peer identities; order does not matter, duplicates are ignored.
@@ -47,6 +52,16 @@ export class Ring {
       this.#points[i] = (p - m) / 65536
       this.#owners[i] = m
     }
+    // About one bucket per point, at most 2^16 of them (256 KiB of index).
+    const bits = Math.min(16, Math.max(1, Math.ceil(Math.log2(Math.max(count, 2)))))
+    this.#bucketShift = 32 - bits
+    const buckets = 2 ** bits
+    this.#bucketStart = new Uint32Array(buckets + 1)
+    let i = 0
+    for (let b = 0; b <= buckets; b++) {
+      while (i < count && ((this.#points[i] as number) >>> this.#bucketShift) < b) i++
+      this.#bucketStart[b] = i
+    }
   }
 
   /** The members, sorted. */
@@ -68,9 +83,12 @@ export class Ring {
     const points = this.#points
     const n = points.length
     if (n === 0) return undefined
-    // First point clockwise from h (lower bound), wrapping to the start of the ring.
-    let lo = 0
-    let hi = n
+    // First point clockwise from h (lower bound), wrapping to the start of the ring. Points
+    // in earlier buckets are all below h and those in later ones all above it, so the lower
+    // bound lies within h's bucket or at its end.
+    const bucket = h >>> this.#bucketShift
+    let lo = this.#bucketStart[bucket] as number
+    let hi = this.#bucketStart[bucket + 1] as number
     while (lo < hi) {
       const mid = (lo + hi) >>> 1
       if ((points[mid] as number) < h) lo = mid + 1

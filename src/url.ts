@@ -75,7 +75,8 @@ export function cacheKeyOf (input: string): string {
     const path = m[4] as string
     const defaultPort = m[1] === 'http' ? '80' : '443'
     const host = m[2] as string
-    if (port !== defaultPort && !DOT_SEGMENT.test(path) && !host.includes('..') && plainHost(host)) return input
+    // Five digits reach 99999: ports past 65535 are refused by the full parse, as WHATWG does.
+    if (port !== defaultPort && (port === undefined || Number(port) <= 65535) && !DOT_SEGMENT.test(path) && !host.includes('..') && plainHost(host)) return input
   }
   return normaliseOriginUrl(input).href
 }

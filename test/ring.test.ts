@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Ring, type HashFunction } from '../src/ring.js'
+import fc from 'fast-check'
 import { loadHash } from '../src/hash.js'
 
 // A hand-made hash so that every point on the ring is known.
@@ -240,4 +241,35 @@ test('160 vnodes spread keys over 5 members within 0.6x-1.4x of the mean', async
   for (const [member, count] of counts) {
     assert.ok(count >= 0.6 * mean && count <= 1.4 * mean, `${member} owns ${count} keys, mean ${mean}`)
   }
+})
+
+test('a lookup finds the first point at or after the hash, whatever the bucket layout (property)', () => {
+  // Points are drawn by hand (the hash of '<vnode><member>' is looked up in a table), so they
+  // can pile up in one bucket, sit on bucket edges, or hit 0 and 2^32 - 1.
+  const edge = fc.oneof(
+    fc.constantFrom(0, 1, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff, 0x10000, 0xffff, 0x1ffff),
+    fc.integer({ min: 0, max: 0xffffffff }),
+    fc.integer({ min: 0, max: 63 }).map((b) => (b * 0x4000000) >>> 0)
+  )
+  fc.assert(fc.property(
+    fc.integer({ min: 1, max: 6 }),
+    fc.integer({ min: 1, max: 40 }),
+    fc.array(edge, { minLength: 240, maxLength: 240 }),
+    fc.array(edge, { minLength: 1, maxLength: 50 }),
+    (memberCount, vnodes, pointValues, lookups) => {
+      const members = Array.from({ length: memberCount }, (_, m) => `m${m}`)
+      const table = new Map<string, number>()
+      members.forEach((member, m) => {
+        for (let v = 0; v < vnodes; v++) table.set(`${v}${member}`, pointValues[(m * vnodes + v) % pointValues.length] as number)
+      })
+      const ring = new Ring(members, vnodes, (input) => table.get(input) ?? 0)
+      // The reference: every point, sorted by hash then member, and a linear scan.
+      const points = [...table].map(([input, h]) => ({ h, member: input.replace(/^\d+/, '') }))
+        .sort((a, b) => a.h - b.h || (a.member < b.member ? -1 : a.member > b.member ? 1 : 0))
+      for (const h of lookups) {
+        const expected = (points.find((p) => p.h >= h) ?? points[0])?.member
+        assert.equal(ring.getByHash(h), expected, `hash ${h}`)
+      }
+    }
+  ), { numRuns: 2000 })
 })

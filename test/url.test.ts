@@ -9,7 +9,7 @@ test('cacheKeyOf gives exactly the normalised URL, fast path or not (property)',
   fc.assert(fc.property(
     fc.constantFrom('http', 'https', 'HTTP'),
     fc.string({ unit: hostChars, minLength: 1, maxLength: 12 }),
-    fc.option(fc.constantFrom('80', '443', '8080', '08', '0', '65535'), { nil: undefined }),
+    fc.option(fc.constantFrom('80', '443', '8080', '08', '0', '1', '65535', '65536', '99999', '123456', ''), { nil: undefined }),
     fc.string({ unit: pathChars, maxLength: 20 }),
     (scheme, host, port, path) => {
       const input = `${scheme}://${host}${port === undefined ? '' : `:${port}`}/${path}`
