@@ -6,7 +6,7 @@
  *   Content-Length and a body of `bytes` bytes, after holding the response `holdMs` ms.
  *   Commands: `count` (requests since the last reset), `reset`.
  * - `peer`: a forwardcache Peer behind `http.createServer(peer.handler())`, the owner in the
- *   forwarded-hit and hot-hit scenarios. Commands: `init` ({ peers, secret }), `stats`.
+ *   forwarded-hit and hot-hit scenarios. Commands: `init` ({ peers, secret }), `stats`, `cpu`.
  *
  * It reports `{ hello: true, url }` once listening, and exits when its parent disconnects.
  */
@@ -33,6 +33,12 @@ async function listen (server: http.Server): Promise<string> {
 }
 
 type Commands = Record<string, (args: unknown) => unknown>
+
+/** CPU time this process has used so far (user + system), microseconds. */
+function cpuMicros (): number {
+  const u = process.cpuUsage()
+  return u.user + u.system
+}
 
 function serveCommands (commands: Commands): void {
   process.on('message', (m: HelperRequest) => {
@@ -84,7 +90,8 @@ async function origin (): Promise<void> {
   const url = await listen(server)
   serveCommands({
     count: () => count,
-    reset: () => { count = 0; return 0 }
+    reset: () => { count = 0; return 0 },
+    cpu: cpuMicros
   })
   process.send?.({ hello: true, url })
 }
@@ -101,7 +108,8 @@ async function peer (): Promise<void> {
       await p.ready
       return self
     },
-    stats: () => p?.stats()
+    stats: () => p?.stats(),
+    cpu: cpuMicros
   })
   process.send?.({ hello: true, url: self })
 }

@@ -297,6 +297,31 @@ function report (s: Settings, cellsPerRound: number, results: readonly CellResul
     out.push('')
   }
 
+  // CPU per request of each process, for the scenarios that cross a process boundary.
+  const cpuRows: string[][] = []
+  for (const size of s.sizes) {
+    for (const c of s.concurrency) {
+      for (const sc of ['direct', 'owner-wire', 'forwarded-hit'] as const) {
+        const list = by.get(cellKey({ scenario: sc, size, concurrency: c, peers: 0 } as CellSpec))
+        if (list === undefined || !list.every((r) => typeof r.extra.clientCpuUs === 'number')) continue
+        const per = (field: string): number | null => {
+          if (!list.every((r) => typeof r.extra[field] === 'number')) return null
+          return median(list.map((r) => Number(r.extra[field]) / Math.max(1, r.requests)))
+        }
+        const client = per('clientCpuUs') ?? 0
+        const origin = sc === 'direct' ? per('originCpuUs') ?? 0 : 0
+        const owner = sc === 'direct' ? 0 : per('ownerCpuUs') ?? 0
+        cpuRows.push([sc, sizeLabel(size), String(c), client.toFixed(1), sc === 'direct' ? origin.toFixed(1) : '-', sc === 'direct' ? '-' : owner.toFixed(1), (client + origin + owner).toFixed(1)])
+      }
+    }
+  }
+  if (cpuRows.length > 0) {
+    out.push('CPU time per request, microseconds (user + system, process.cpuUsage() over the measured window; medians over rounds)')
+    out.push('')
+    out.push(table(['scenario', 'body', 'conc', 'client (A for forwarded-hit)', 'origin', 'owner B', 'total'], cpuRows, new Set([2, 3, 4, 5, 6])))
+    out.push('')
+  }
+
   // coalesce
   const coRows: string[][] = []
   for (const sc of ['coalesce', 'coalesce-undici-cache'] as const) {

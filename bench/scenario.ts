@@ -24,6 +24,12 @@ const HIT_KEYS = 8
 
 let readMode: BodyRead = 'stream'
 
+/** CPU time this process has used so far (user + system), microseconds. */
+function cpuMicros (): number {
+  const u = process.cpuUsage()
+  return u.user + u.system
+}
+
 /** Reads a whole response body and resolves to its length in bytes. */
 function readBody (body: Dispatcher.ResponseData['body']): Promise<number> {
   if (readMode === 'arrayBuffer') return body.arrayBuffer().then((b) => b.byteLength)
@@ -126,10 +132,18 @@ async function hitScenario (spec: CellSpec, origin: Helper, dispatcher: Dispatch
   await fetchAll(dispatcher, urls)
   await load(dispatcher, next, spec.size, spec.concurrency, spec.warmupMs)
   await origin.call('reset')
-  const before = extraOf === undefined ? {} : await extraOf()
+  // CPU time of every process of the cell over the measured window (clientCpuUs: this one),
+  // for the CPU-per-request table: on a shared VM, a request's latency at one in flight is
+  // mostly the two processes waking each other, while CPU time shows what each end costs.
+  const sample = async (): Promise<Record<string, number | string>> => ({
+    ...(extraOf === undefined ? {} : await extraOf()),
+    originCpuUs: await origin.call<number>('cpu'),
+    clientCpuUs: cpuMicros()
+  })
+  const before = await sample()
   const r = await load(dispatcher, next, spec.size, spec.concurrency, spec.durationMs)
+  const after = await sample()
   const originRequests = await origin.call<number>('count')
-  const after = extraOf === undefined ? {} : await extraOf()
   const extra: Record<string, number | string> = { keys: urls.length }
   for (const [k, v] of Object.entries(after)) {
     const b = before[k]
@@ -244,6 +258,7 @@ async function throughput (spec: CellSpec): Promise<CellResult> {
           const a = peerA.stats()
           const b = await owner.call<PeerStats>('stats')
           return {
+            ownerCpuUs: await owner.call<number>('cpu'),
             forwards: a.forwards,
             forwardErrors: a.forwardErrors,
             hotHits: a.hotHits,
@@ -265,7 +280,7 @@ async function throughput (spec: CellSpec): Promise<CellResult> {
         const urls = hitUrls(origin.url, spec.size, 'wire').map((u) => `${owner.url}${DEFAULT_PATH}?q=${encodeURIComponent(u)}`)
         return await hitScenario(spec, origin, agent, urls, async () => {
           const b = await owner.call<PeerStats>('stats')
-          return { ownerLocalHits: b.localHits, ownerServedForPeers: b.servedForPeers }
+          return { ownerCpuUs: await owner.call<number>('cpu'), ownerLocalHits: b.localHits, ownerServedForPeers: b.servedForPeers }
         })
       }
       default:
