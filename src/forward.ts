@@ -33,6 +33,13 @@ export interface PassThroughHooks {
   cacheStatus?: string
   /** Milliseconds to wait for response headers before failing with HeadersTimeoutError. */
   headersTimeout?: number
+  /**
+   * True when the upstream is a plain undici dispatcher of this library's own (a peer's Pool,
+   * the default origin Agent): its controller's `rawHeaders` are then exactly what the
+   * headers were parsed from. A dispatcher of the user's may be composed with interceptors
+   * that change the headers and pass the controller on, so its raw headers are not used.
+   */
+  rawHeadersMatch?: boolean
 }
 
 /**
@@ -40,7 +47,7 @@ export interface PassThroughHooks {
  * from the Buffers the upstream sent, or undefined when they do not match `headers` (a
  * controller that is not undici's, or headers already changed by someone else).
  */
-function endToEndRawHeaders (received: Buffer[], headers: ResponseHeaders, out: ResponseHeaders, added: string | undefined): Buffer[] | undefined {
+function endToEndRawHeaders (received: unknown[], headers: ResponseHeaders, out: ResponseHeaders, added: string | undefined): Buffer[] | undefined {
   let dropped: string[] | undefined
   let count = 0
   for (const name in headers) {
@@ -49,14 +56,12 @@ function endToEndRawHeaders (received: Buffer[], headers: ResponseHeaders, out: 
     if (out[name] === undefined) (dropped ??= []).push(name)
   }
   if (received.length !== count * 2) return undefined
-  let raw: Buffer[]
-  if (dropped === undefined) {
-    raw = received
-  } else {
+  for (const field of received) if (!Buffer.isBuffer(field)) return undefined
+  let raw = received as Buffer[]
+  if (dropped !== undefined) {
     raw = []
     for (let i = 0; i < received.length; i += 2) {
       const name = received[i] as Buffer
-      if (!Buffer.isBuffer(name)) return undefined
       if (dropped.includes(name.toString('latin1').toLowerCase())) continue
       raw.push(name, received[i + 1] as Buffer)
     }
@@ -113,8 +118,8 @@ export class PassThroughHandler implements Handler {
     }
     // A legacy caller takes the header Buffers as they arrived, less what was dropped, rather
     // than Buffers encoded again from the parsed object: two allocations fewer per field.
-    const received = (controller as { rawHeaders?: unknown }).rawHeaders
-    const raw = Array.isArray(received) ? endToEndRawHeaders(received as Buffer[], headers, out, added) : undefined
+    const received = this.#hooks.rawHeadersMatch === true ? (controller as { rawHeaders?: unknown }).rawHeaders : undefined
+    const raw = Array.isArray(received) ? endToEndRawHeaders(received, headers, out, added) : undefined
     const pending = this.#hooks.onStatus?.(status, out)
     if (pending === undefined) {
       this.sink.onResponseStart(this.ctl, status, out, statusText ?? '', raw)
@@ -174,7 +179,8 @@ export class ForwardHandler extends PassThroughHandler {
    */
   constructor (sink: CallerHandler, ctl: CallerController, fallback: (err: Error, peerFault: boolean) => void, onSuccess: () => void,
     headersTimeout?: number) {
-    super(sink, ctl, headersTimeout === undefined ? {} : { headersTimeout })
+    // A peer's Pool is always one of this library's own.
+    super(sink, ctl, headersTimeout === undefined ? { rawHeadersMatch: true } : { headersTimeout, rawHeadersMatch: true })
     this.#fallback = fallback
     this.#onSuccess = onSuccess
   }

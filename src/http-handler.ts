@@ -77,6 +77,7 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
     const method = req.method ?? ''
     const query = qIndex === -1 ? '' : raw.slice(qIndex + 1)
     let url = targets.get(query)
+    const remembered = url !== undefined
     if (url === undefined) {
       const target = targetOf(query)
       if (target === null || target === '') return refuse(res, 400, 'missing-q', 'missing query parameter q (the absolute origin URL)')
@@ -85,8 +86,6 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       } catch (err) {
         return refuse(res, 400, 'bad-q', `bad q: ${(err as Error).message}`)
       }
-      if (targets.size >= MAX_REMEMBERED_TARGETS) targets.clear()
-      targets.set(query, url)
     }
     if (endpoint.signer !== undefined) {
       const verdict = endpoint.signer.verify(method, url.href, endpoint.self, headerValue(req.headers[AUTH_HEADER]))
@@ -96,6 +95,12 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       }
     }
     if (!endpoint.originAllowed(url)) return refuse(res, 403, 'forbidden-origin', `origin ${url.origin} is not allowed`)
+    // Remembered only once the request is let in, so that nobody outside the cluster can fill
+    // the table, and only for queries of ordinary length: about 10 MiB at the very most.
+    if (!remembered && query.length <= MAX_REMEMBERED_QUERY) {
+      if (targets.size >= MAX_REMEMBERED_TARGETS) targets.clear()
+      targets.set(query, url)
+    }
     const headers = cacheableRequestHeaders(endToEndRequestHeaders(normaliseRequestHeaders(req.headers)))
     delete headers[AUTH_HEADER]
     // One hop, always: a request that has already been through two forwardcache hops is
@@ -186,7 +191,8 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
   }
 }
 
-const MAX_REMEMBERED_TARGETS = 4096
+const MAX_REMEMBERED_TARGETS = 2048
+const MAX_REMEMBERED_QUERY = 2048
 
 /**
  * The q parameter of a wire request's query. Peers send exactly `q=` and one URL encoded with

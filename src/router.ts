@@ -411,7 +411,11 @@ export abstract class Router extends Dispatcher {
   /** Fetches from the origin without the cache, marking why in Cache-Status. */
   protected direct (req: CacheRequest, sink: CallerHandler, ctl: CallerController, why: string): void {
     this.counters.add('originFetches')
-    const handler = new PassThroughHandler(sink, ctl, { cacheStatus: `${CACHE_NAME}; fwd=bypass; detail=${why}`, headersTimeout: this.options.originTimeout })
+    const handler = new PassThroughHandler(sink, ctl, {
+      cacheStatus: `${CACHE_NAME}; fwd=bypass; detail=${why}`,
+      headersTimeout: this.options.originTimeout,
+      rawHeadersMatch: this.#ownsOrigin
+    })
     try {
       this.originDispatcher.dispatch({
         origin: req.url.origin,
@@ -432,6 +436,7 @@ export abstract class Router extends Dispatcher {
     const unsafe = !SAFE_METHODS.has(method)
     const handler = new PassThroughHandler(sink, ctl, {
       cacheStatus: `${CACHE_NAME}; fwd=method`,
+      rawHeadersMatch: this.#ownsOrigin,
       onStatus: (status, resHeaders) => {
         // RFC 9111 section 4.4: a non-error response to an unsafe method invalidates the URL,
         // and the Location and Content-Location URLs when they share its origin.

@@ -73,6 +73,17 @@ describe('peers that share a secret', () => {
     for (const r of origin.log) assert.equal(r.headers['forwardcache-auth'], undefined)
   })
 
+  test('a URL the owner has already served still needs a valid signature every time', async () => {
+    // The owner remembers the targets it was asked for; that must not let an unsigned or
+    // forged request for the same q through.
+    const url = `${origin.url}/signed-then-unsigned`
+    const ok = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url) })
+    assert.equal(ok.status, 200)
+    assert.equal((await wire(b.url, url)).status, 401)
+    assert.equal((await wire(b.url, url, { 'forwardcache-auth': forgeAuth(OTHER, 'GET', url, b.url) })).status, 401)
+    assert.equal(origin.count('/signed-then-unsigned'), 1)
+  })
+
   test('a forged header made with the shared secret is accepted (the test forger is faithful)', async () => {
     const url = `${origin.url}/forged-ok`
     const res = await wire(b.url, url, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', url, b.url) })
