@@ -113,6 +113,12 @@ export function maxRssBytes (): number {
 // Helper processes (origin, remote peer): a request/reply protocol over the IPC channel.
 // ---------------------------------------------------------------------------------------------
 
+/** CPU time this process has used so far (user + system), microseconds. */
+export function cpuMicros (): number {
+  const u = process.cpuUsage()
+  return u.user + u.system
+}
+
 export type HelperRole = 'origin' | 'peer'
 
 /**

@@ -13,7 +13,7 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Peer } from '../src/index.js'
-import { ORIGIN_CACHE_CONTROL, type HelperReply, type HelperRequest } from './common.js'
+import { ORIGIN_CACHE_CONTROL, cpuMicros, type HelperReply, type HelperRequest } from './common.js'
 
 const bodies = new Map<number, Buffer>()
 
@@ -33,12 +33,6 @@ async function listen (server: http.Server): Promise<string> {
 }
 
 type Commands = Record<string, (args: unknown) => unknown>
-
-/** CPU time this process has used so far (user + system), microseconds. */
-function cpuMicros (): number {
-  const u = process.cpuUsage()
-  return u.user + u.system
-}
 
 function serveCommands (commands: Commands): void {
   process.on('message', (m: HelperRequest) => {

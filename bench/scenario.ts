@@ -14,7 +14,7 @@ import { Agent, cacheStores, interceptors, request, type Dispatcher } from 'undi
 import { Peer, type PeerStats } from '../src/index.js'
 import { DEFAULT_PATH } from '../src/options.js'
 import {
-  Helper, MiB, ORIGIN_CACHE_CONTROL, isScenario, maxRssBytes, originPath, percentile, sortedSample,
+  Helper, MiB, ORIGIN_CACHE_CONTROL, cpuMicros, isScenario, maxRssBytes, originPath, percentile, sortedSample,
   type BodyRead, type CellResult, type CellSpec
 } from './common.js'
 import { FloorDispatcher, floorEntry, type FloorEntry } from './floor.js'
@@ -23,12 +23,6 @@ import { FloorDispatcher, floorEntry, type FloorEntry } from './floor.js'
 const HIT_KEYS = 8
 
 let readMode: BodyRead = 'stream'
-
-/** CPU time this process has used so far (user + system), microseconds. */
-function cpuMicros (): number {
-  const u = process.cpuUsage()
-  return u.user + u.system
-}
 
 /** Reads a whole response body and resolves to its length in bytes. */
 function readBody (body: Dispatcher.ResponseData['body']): Promise<number> {

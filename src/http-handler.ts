@@ -175,8 +175,9 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
     // No secret: only the pool's own addresses and loopback get in.
     const socket = req.socket
     const generation = endpoint.addresses.generation
-    if (admitted.get(socket) === generation || endpoint.addresses.allowsNow(socket.remoteAddress) === true) {
-      admitted.set(socket, generation)
+    const known = admitted.get(socket) === generation
+    if (known || endpoint.addresses.allowsNow(socket.remoteAddress) === true) {
+      if (!known) admitted.set(socket, generation)
       try {
         serve(req, res, raw, qIndex)
       } catch (err) {
