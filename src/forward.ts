@@ -59,10 +59,14 @@ function endToEndRawHeaders (received: unknown[], headers: ResponseHeaders, out:
   for (const field of received) if (!Buffer.isBuffer(field)) return undefined
   let raw = received as Buffer[]
   if (dropped !== undefined) {
+    // Names are decoded only when their length is that of a dropped one.
+    let lengths = 0
+    for (const name of dropped) if (name.length < 32) lengths |= 1 << name.length
     raw = []
     for (let i = 0; i < received.length; i += 2) {
       const name = received[i] as Buffer
-      if (dropped.includes(name.toString('latin1').toLowerCase())) continue
+      const maybe = name.length >= 32 || (lengths & (1 << name.length)) !== 0
+      if (maybe && dropped.includes(name.toString('latin1').toLowerCase())) continue
       raw.push(name, received[i + 1] as Buffer)
     }
   }

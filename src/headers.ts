@@ -73,8 +73,16 @@ function readRequestHeaders (headers: unknown): RequestHeaders {
   return out
 }
 
-function connectionTokens (value: string | string[] | undefined): string[] {
-  if (value === undefined) return []
+const NO_TOKENS: readonly string[] = Object.freeze([])
+
+function connectionTokens (value: string | string[] | undefined): readonly string[] {
+  if (value === undefined) return NO_TOKENS
+  // Nearly every message says just keep-alive or close, both hop-by-hop already: nothing
+  // more to drop, and no list to build.
+  if (typeof value === 'string' && value.length <= 10) {
+    const v = value.toLowerCase()
+    if (v === 'keep-alive' || v === 'close') return NO_TOKENS
+  }
   const joined = Array.isArray(value) ? value.join(',') : value
   return joined.split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '')
 }
@@ -86,15 +94,15 @@ const PROTECTED_FROM_CONNECTION = new Set(['host', 'content-length', 'authorizat
  * The end-to-end part of a request's headers (RFC 9110 section 7.6.1): hop-by-hop fields and
  * the fields named in Connection removed, and Host dropped because the target URL decides it.
  * Throws InvalidArgumentError when Connection names a field whose removal would change the
- * request's meaning.
+ * request's meaning. `alsoDrop` names more fields to leave out of the result.
  */
-export function endToEndRequestHeaders (headers: RequestHeaders): RequestHeaders {
+export function endToEndRequestHeaders (headers: RequestHeaders, alsoDrop?: ReadonlySet<string>): RequestHeaders {
   if (headers === NO_HEADERS) return headers
   // Most requests have no Connection field and nothing hop-by-hop: keep the object as it is.
   if (headers.connection === undefined) {
     let clean = true
     for (const name in headers) {
-      if (HOP_BY_HOP.has(name) || name === 'host') { clean = false; break }
+      if (HOP_BY_HOP.has(name) || name === 'host' || alsoDrop?.has(name) === true) { clean = false; break }
     }
     if (clean) return headers
   }
@@ -104,9 +112,10 @@ export function endToEndRequestHeaders (headers: RequestHeaders): RequestHeaders
       throw new InvalidArgumentError(`Connection may not name ${token}`)
     }
   }
+  // A copy rather than deletes: an object that had fields deleted is slower to read.
   const out: RequestHeaders = {}
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || name === 'host' || named.includes(name)) continue
+    if (HOP_BY_HOP.has(name) || name === 'host' || named.includes(name) || alsoDrop?.has(name) === true) continue
     out[name] = headers[name] as string
   }
   return out
@@ -169,11 +178,14 @@ function latin1 (b: Buffer | string): string {
 // Request fields that ask an origin to act on another host, scheme, path or method. The cache
 // key is the URL alone, so a response shaped by one of these would be served to everyone who
 // asks for that URL (cache poisoning): they never reach an origin through the cache.
-const UNKEYED_OVERRIDES = new Set([
+const UNKEYED_OVERRIDES: ReadonlySet<string> = new Set([
   'x-forwarded-host', 'x-forwarded-server', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-scheme',
   'x-forwarded-prefix', 'forwarded', 'x-host', 'x-original-url', 'x-rewrite-url', 'x-original-host',
   'x-http-method-override', 'x-http-method', 'x-method-override'
 ])
+
+/** Fields a cached GET/HEAD never carries (see cacheableRequestHeaders). */
+export const UNCACHEABLE_REQUEST_FIELDS = UNKEYED_OVERRIDES
 
 /** The request headers a cached GET/HEAD may carry to a peer or an origin. */
 export function cacheableRequestHeaders (headers: RequestHeaders): RequestHeaders {

@@ -6,7 +6,7 @@ import { parseCacheControl } from './cache/policy.js'
 import type { CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { ERROR_HEADER } from './forward.js'
-import { cacheableRequestHeaders, endToEndRequestHeaders, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
+import { UNCACHEABLE_REQUEST_FIELDS, endToEndRequestHeaders, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
 import type { PeerAddresses } from './security/peer-addresses.js'
 import { AUTH_HEADER, type Signer } from './security/signature.js'
 import type { Counters } from './stats.js'
@@ -101,22 +101,23 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       if (targets.size >= MAX_REMEMBERED_TARGETS) targets.clear()
       targets.set(query, url)
     }
-    const headers = cacheableRequestHeaders(endToEndRequestHeaders(normaliseRequestHeaders(req.headers)))
-    delete headers[AUTH_HEADER]
+    // From the raw fields: req.headers would build another object first, with node:http's own
+    // rules for repeated fields.
+    const received = normaliseRequestHeaders(req.rawHeaders)
     // One hop, always: a request that has already been through two forwardcache hops is
     // going round in circles (an origin URL that points back into the cluster).
-    if (forwardcacheHops(headers.via) >= 2) return refuse(res, 508, 'loop', 'loop detected: this request already went through forwardcache twice')
+    if (forwardcacheHops(received.via) >= 2) return refuse(res, 508, 'loop', 'loop detected: this request already went through forwardcache twice')
     if (method === 'DELETE') {
       endpoint.invalidate(url)
       res.writeHead(204)
       res.end()
       return
     }
-    const contentLength = headers['content-length']
-    if ((contentLength !== undefined && contentLength !== '0') || req.headers['transfer-encoding'] !== undefined) {
+    const contentLength = received['content-length']
+    if ((contentLength !== undefined && contentLength !== '0') || received['transfer-encoding'] !== undefined) {
       return refuse(res, 400, 'body', `${method} requests cannot have a body`)
     }
-    delete headers['content-length']
+    const headers = endToEndRequestHeaders(received, NOT_FORWARDED)
     if (active >= endpoint.maxRequests) {
       return refuse(res, 503, 'overloaded', 'too many concurrent requests', { 'retry-after': '1' })
     }
@@ -192,6 +193,10 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
   }
 }
 
+// What the owner does not pass on from a peer's request: the peers' own credential, the
+// (empty) body's length, and what a shared cache never sends (cacheableRequestHeaders).
+const NOT_FORWARDED: ReadonlySet<string> = new Set([...UNCACHEABLE_REQUEST_FIELDS, AUTH_HEADER, 'content-length'])
+
 const MAX_REMEMBERED_TARGETS = 2048
 const MAX_REMEMBERED_QUERY = 2048
 
@@ -222,6 +227,10 @@ class ServerResponseSink implements CallerHandler {
   readonly #onDone: () => void
   #controller: Controller | null = null
   #done = false
+  // Body bytes still to come by Content-Length (-1: unknown): the last chunk is written with
+  // end(), so node:http sends it at once instead of on the next tick.
+  #remaining = -1
+  #ended = false
   readonly #resume = (): void => { this.#controller?.resume() }
 
   constructor (res: ServerResponse, onDone: () => void) {
@@ -244,6 +253,8 @@ class ServerResponseSink implements CallerHandler {
     }
     if (statusMessage !== undefined && statusMessage !== '') res.writeHead(status, statusMessage, headers)
     else res.writeHead(status, headers)
+    const length = headers['content-length']
+    if (typeof length === 'string' && /^\d{1,15}$/.test(length) && res.req.method !== 'HEAD' && status !== 204 && status !== 304) this.#remaining = Number(length)
   }
 
   startRaw (): void {
@@ -251,6 +262,13 @@ class ServerResponseSink implements CallerHandler {
   }
 
   onResponseData (controller: Controller, chunk: Buffer): void {
+    if (this.#ended) return
+    if (chunk.length === this.#remaining) {
+      this.#ended = true
+      this.#res.end(chunk)
+      return
+    }
+    if (this.#remaining > 0) this.#remaining -= chunk.length
     if (!this.#res.write(chunk)) {
       controller.pause()
       this.#res.once('drain', this.#resume)
@@ -261,13 +279,15 @@ class ServerResponseSink implements CallerHandler {
     if (this.#done) return
     this.#done = true
     this.#onDone()
-    this.#res.end()
+    if (!this.#ended) this.#res.end()
   }
 
   onResponseError (_controller: Controller, err: Error): void {
     if (this.#done) return
     this.#done = true
     this.#onDone()
+    // Every byte Content-Length promised has gone out: the caller has a whole response.
+    if (this.#ended) return
     const res = this.#res
     if (res.headersSent || res.destroyed) {
       // The caller already has a status line: cutting the connection is the only way to

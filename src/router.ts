@@ -32,6 +32,8 @@ interface Target {
   /** The ring `owner` was looked up on: a lookup on the current ring is reused, not rehashed. */
   ring: Ring | undefined
   owner: string | undefined
+  /** The key as the wire protocol's q parameter, once it has been forwarded. */
+  query: string | undefined
 }
 
 // The context a Dispatcher hands to onRequestStart; nothing in it, so one for all requests.
@@ -316,7 +318,7 @@ export abstract class Router extends Dispatcher {
     let target = paths?.get(path)
     if (target !== undefined) return target
     const url = normaliseOriginUrl(origin.endsWith('/') ? origin.replace(/\/+$/, '') + path : origin + path)
-    target = { url, key: url.href, host: url.host, ring: undefined, owner: undefined }
+    target = { url, key: url.href, host: url.host, ring: undefined, owner: undefined, query: undefined }
     if (this.#urlCount >= 4096) {
       this.#urls.clear()
       this.#urlCount = 0
@@ -353,12 +355,13 @@ export abstract class Router extends Dispatcher {
       if (this.hot.tryServe(req, sink, ctl)) return
       hot = this.hot.count(req)
     }
+    const query = target.query ??= encodeURIComponent(target.key)
     if (coalescable(req)) {
       // At most one forward per key in flight from this peer: identical requests that arrive
       // before its response starts share it.
       const flightKey = `${req.method} ${req.key}`
       const existing = this.#forwards.get(flightKey)
-      if (existing !== undefined && existing.join(sink, ctl, () => this.#forward(owner, req, sink, ctl, false), req.headers)) {
+      if (existing !== undefined && existing.join(sink, ctl, () => this.#forward(owner, query, req, sink, ctl, false), req.headers)) {
         this.counters.add('coalescedWaits')
         return
       }
@@ -368,13 +371,13 @@ export abstract class Router extends Dispatcher {
       )
       fanout.join(sink, ctl, () => {}, req.headers, true)
       this.#forwards.set(flightKey, fanout)
-      this.#forward(owner, req, fanout, fanout.ctl, hot)
+      this.#forward(owner, query, req, fanout, fanout.ctl, hot)
       return
     }
-    this.#forward(owner, req, sink, ctl, hot)
+    this.#forward(owner, query, req, sink, ctl, hot)
   }
 
-  #forward (owner: string, req: CacheRequest, sink: CallerHandler, ctl: CallerController, hot: boolean): void {
+  #forward (owner: string, query: string, req: CacheRequest, sink: CallerHandler, ctl: CallerController, hot: boolean): void {
     if (hot && this.hot !== undefined) sink = this.hot.recorder(req, sink)
     this.counters.add('forwards')
     if (channels.forward.hasSubscribers) channels.forward.publish({ self: this.selfUrl, url: req.key, owner })
@@ -391,7 +394,7 @@ export abstract class Router extends Dispatcher {
     }, this.options.peerTimeout)
     try {
       pool.dispatch({
-        path: `${basePath}${this.options.path}?q=${encodeURIComponent(req.key)}`,
+        path: `${basePath}${this.options.path}?q=${query}`,
         method: req.method,
         headers: this.#signed(req.method, req.key, owner, addVia({ ...req.headers })),
         headersTimeout: this.options.peerTimeout,

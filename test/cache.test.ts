@@ -41,6 +41,23 @@ describe('storage and freshness', () => {
     assert.equal(b.headers.age, '10')
   })
 
+  test('a caller awaiting hit after hit in a loop still lets the event loop turn', async () => {
+    await get('/loop')
+    let turned = false
+    setImmediate(() => { turned = true })
+    let hits = 0
+    // Hits are replayed on microtasks: without a yield now and then, this loop would keep
+    // the immediate (and every timer and socket of the process) waiting until it ended.
+    while (!turned && hits < 5000) {
+      const res = await request(origin.url + '/loop', { dispatcher: peer })
+      await res.body.text()
+      hits++
+    }
+    assert.equal(turned, true, `the event loop did not turn during ${hits} hits`)
+    assert.ok(hits > 0)
+    assert.equal(origin.count('/loop'), 1)
+  })
+
   test('a stale response is revalidated with its ETag and a 304 refreshes the stored entry', async () => {
     origin.route('/etag', (req, res) => {
       if (req.headers['if-none-match'] === '"v1"') {

@@ -30,6 +30,26 @@ async function call (path: string, init: { method?: string, headers?: Record<str
 
 const q = (url: string): string => `/proxy?q=${encodeURIComponent(url)}`
 
+/**
+ * Writes `text` to the handler's server on a fresh connection and reads until the server
+ * closes it (or, with `oneReply`, until one response has arrived).
+ */
+async function rawExchange (text: string, oneReply = false): Promise<string> {
+  const { port } = server.address() as AddressInfo
+  return await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => { socket.write(text) })
+    let data = ''
+    socket.on('data', (chunk) => {
+      data += chunk.toString('latin1')
+      const end = data.indexOf('\r\n\r\n')
+      const length = /content-length: (\d+)/i.exec(data)
+      if (oneReply && end !== -1 && length !== null && data.length >= end + 4 + Number(length[1])) socket.destroy()
+    })
+    socket.on('close', () => resolve(data))
+    socket.on('error', reject)
+  })
+}
+
 before(async () => {
   origin = await startOrigin()
   const l = await listen(() => {})
@@ -124,6 +144,48 @@ describe('handler() as owner', () => {
       socket.on('error', reject)
     })
     assert.match(reply, /^HTTP\/1\.1 400 /)
+    assert.equal(origin.count(), before)
+  })
+
+  test('a body stored in several chunks is served whole, and the connection carries the next request', async () => {
+    const part = 'x'.repeat(40_000)
+    origin.route('/chunks', (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': String(part.length * 3) })
+      res.write(part)
+      setImmediate(() => { res.write(part); setImmediate(() => res.end(part)) })
+    })
+    await call(q(origin.url + '/chunks'))
+    const target = `GET ${q(origin.url + '/chunks')} HTTP/1.1\r\nHost: a\r\n`
+    // Two requests on one connection: each answer must end exactly where its Content-Length says.
+    const reply = await rawExchange(`${target}\r\n${target}Connection: close\r\n\r\n`)
+    const answers = reply.split(/(?=HTTP\/1\.1 )/)
+    assert.equal(answers.length, 2)
+    for (const answer of answers) {
+      assert.match(answer, /^HTTP\/1\.1 200 /)
+      assert.match(answer, /cache-status: forwardcache; hit/)
+      assert.equal(answer.slice(answer.indexOf('\r\n\r\n') + 4), part.repeat(3))
+    }
+    assert.equal(origin.count('/chunks'), 1)
+  })
+
+  test('the peer\'s hop-by-hop fields, and those its Connection names, do not reach the origin; repeated fields arrive joined', async () => {
+    await rawExchange(`GET ${q(origin.url + '/hops')} HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, x-drop\r\n` +
+      'Keep-Alive: timeout=5\r\nX-Drop: 1\r\nX-Keep: 1\r\nAccept-Language: da\r\nAccept-Language: en\r\n' +
+      'X-Forwarded-Host: evil.example\r\nContent-Length: 0\r\n\r\n', true)
+    const seen = origin.log.find((r) => r.url === '/hops')
+    assert.ok(seen !== undefined)
+    assert.equal(seen.headers['x-keep'], '1')
+    assert.equal(seen.headers['x-drop'], undefined)
+    assert.equal(seen.headers['keep-alive'], undefined)
+    assert.equal(seen.headers['x-forwarded-host'], undefined)
+    assert.equal(seen.headers['accept-language'], 'da, en')
+  })
+
+  test('a loop is seen in Via even when Connection names Via', async () => {
+    const before = origin.count()
+    const reply = await rawExchange(`GET ${q(origin.url + '/loop')} HTTP/1.1\r\nHost: a\r\nConnection: close, via\r\n` +
+      'Via: 1.1 forwardcache, 1.1 forwardcache\r\n\r\n')
+    assert.match(reply, /^HTTP\/1\.1 508 /)
     assert.equal(origin.count(), before)
   })
 
