@@ -178,14 +178,11 @@ function latin1 (b: Buffer | string): string {
 // Request fields that ask an origin to act on another host, scheme, path or method. The cache
 // key is the URL alone, so a response shaped by one of these would be served to everyone who
 // asks for that URL (cache poisoning): they never reach an origin through the cache.
-const UNKEYED_OVERRIDES: ReadonlySet<string> = new Set([
+export const UNKEYED_OVERRIDES: ReadonlySet<string> = new Set([
   'x-forwarded-host', 'x-forwarded-server', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-scheme',
   'x-forwarded-prefix', 'forwarded', 'x-host', 'x-original-url', 'x-rewrite-url', 'x-original-host',
   'x-http-method-override', 'x-http-method', 'x-method-override'
 ])
-
-/** Fields a cached GET/HEAD never carries (see cacheableRequestHeaders). */
-export const UNCACHEABLE_REQUEST_FIELDS = UNKEYED_OVERRIDES
 
 /** The request headers a cached GET/HEAD may carry to a peer or an origin. */
 export function cacheableRequestHeaders (headers: RequestHeaders): RequestHeaders {

@@ -6,7 +6,7 @@ import { parseCacheControl } from './cache/policy.js'
 import type { CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { ERROR_HEADER } from './forward.js'
-import { UNCACHEABLE_REQUEST_FIELDS, endToEndRequestHeaders, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
+import { UNKEYED_OVERRIDES, endToEndRequestHeaders, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
 import type { PeerAddresses } from './security/peer-addresses.js'
 import { AUTH_HEADER, type Signer } from './security/signature.js'
 import type { Counters } from './stats.js'
@@ -195,7 +195,7 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
 
 // What the owner does not pass on from a peer's request: the peers' own credential, the
 // (empty) body's length, and what a shared cache never sends (cacheableRequestHeaders).
-const NOT_FORWARDED: ReadonlySet<string> = new Set([...UNCACHEABLE_REQUEST_FIELDS, AUTH_HEADER, 'content-length'])
+const NOT_FORWARDED: ReadonlySet<string> = new Set([...UNKEYED_OVERRIDES, AUTH_HEADER, 'content-length'])
 
 const MAX_REMEMBERED_TARGETS = 2048
 const MAX_REMEMBERED_QUERY = 2048
