@@ -49,10 +49,15 @@ function refuse (res: ServerResponse, status: number, code: string, reason: stri
 /** How many forwardcache hops a request already went through, from its Via field. */
 function forwardcacheHops (via: string | undefined): number {
   if (via === undefined) return 0
+  // One hop (the usual case: a peer's own Via) needs no list.
+  if (!via.includes(',')) return FORWARDCACHE_HOP.test(via) ? 1 : 0
   let n = 0
-  for (const hop of via.split(',')) if (/\bforwardcache\b/i.test(hop)) n++
+  for (const hop of via.split(',')) if (FORWARDCACHE_HOP.test(hop)) n++
   return n
 }
+
+// No g flag: test() keeps no state between calls.
+const FORWARDCACHE_HOP = /\bforwardcache\b/i
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
 
