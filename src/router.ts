@@ -1,7 +1,7 @@
 import { Agent, Dispatcher } from 'undici'
 import type { HotCache } from './cache/hot-cache.js'
 import type { CacheRequest } from './cache/local-cache.js'
-import { CACHE_NAME, coalescable, shareable } from './cache/local-cache.js'
+import { CACHE_NAME, coalescable, shareTest } from './cache/local-cache.js'
 import { requestDirectives } from './cache/policy.js'
 import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
@@ -373,7 +373,7 @@ export abstract class Router extends Dispatcher {
         return
       }
       const fanout: Fanout = new Fanout(
-        (joiner, status, headers) => shareable(req, joiner as RequestHeaders, status, headers),
+        shareTest(req),
         () => { if (this.#forwards.get(flightKey) === fanout) this.#forwards.delete(flightKey) }
       )
       fanout.join(sink, ctl, () => {}, req.headers, true)

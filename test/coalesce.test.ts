@@ -154,6 +154,29 @@ describe('coalescing on the owner and on the forwarding peer (in-process peers)'
       })
     }
 
+    test(`callers that joined a fetch get its response marked collapsed, the one that led it does not (via the ${via})`, { timeout: 20_000 }, async () => {
+      const { url, path } = ownedUrl('collapsed')
+      const hold = holdRoute(origin, path)
+      const N = 5
+      const pending = [get(through(), url)]
+      await hold.arrived
+      // The fetch is in flight: these join it (legacy callers, as undici.request is).
+      for (let i = 1; i < N; i++) pending.push(get(through(), url))
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      hold.release('one body for all')
+      const all = await Promise.all(pending)
+      assert.equal(origin.count(path), 1)
+      const statuses = all.map((r) => String(r.headers['cache-status']))
+      for (const r of all) {
+        assert.equal(r.status, 200)
+        assert.equal(r.body, 'one body for all')
+      }
+      // RFC 9211 section 2.8, on every joiner and only on them.
+      assert.equal(statuses.filter((v) => v.endsWith('; collapsed')).length, N - 1, statuses.join(' | '))
+      assert.ok(!statuses[0]!.includes('collapsed'), statuses[0])
+      assertIdle()
+    })
+
     test(`Vary mismatch: concurrent requests with different Accept-Language each get their own variant (via the ${via})`, { timeout: 20_000 }, async () => {
       const { url, path } = ownedUrl('vary')
       origin.route(path, (req, res) => {

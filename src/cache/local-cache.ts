@@ -2,7 +2,7 @@ import type { Dispatcher } from 'undici'
 import type { CallerHandler } from '../dispatch/compat.js'
 import type { CallerController } from '../dispatch/controller.js'
 import { Deadline } from '../dispatch/deadline.js'
-import { Fanout } from '../dispatch/fanout.js'
+import { Fanout, type ShareTest } from '../dispatch/fanout.js'
 import { TruncatedBodyError } from '../errors.js'
 import { addVia, endToEndResponseHeaders, headerString, toRawHeaders, type RequestHeaders, type ResponseHeaders } from '../headers.js'
 import type { Counters } from '../stats.js'
@@ -102,13 +102,22 @@ export function coalescable (req: CacheRequest): boolean {
 /**
  * May a response fetched for `leader` be given to a request that joined it? Only one a
  * shared cache could store and reuse for that request: not private, no Set-Cookie, and the
- * same values for every field it varies on.
+ * same values for every field it varies on. The storage decision depends on the leader and
+ * the response only, so it is made once per response; each joiner then costs a Vary check.
  */
-export function shareable (leader: CacheRequest, joiner: RequestHeaders, status: number, headers: ResponseHeaders): boolean {
-  const decision = decideStorage('GET', leader.headers, status, headers)
-  if (!decision.store) return false
-  const f = computeFreshness(status, leader.headers, decision.headers, 0, 0)
-  return varyMatches(f, joiner)
+export function shareTest (leader: CacheRequest): ShareTest {
+  let seenStatus = 0
+  let seenHeaders: ResponseHeaders | undefined
+  let freshness: Freshness | null = null
+  return (joiner, status, headers) => {
+    if (headers !== seenHeaders || status !== seenStatus) {
+      seenStatus = status
+      seenHeaders = headers
+      const decision = decideStorage('GET', leader.headers, status, headers)
+      freshness = decision.store ? computeFreshness(status, leader.headers, decision.headers, 0, 0) : null
+    }
+    return freshness !== null && varyMatches(freshness, joiner as RequestHeaders)
+  }
 }
 
 /** An origin fetch in progress for one key, and who is waiting for it. */
@@ -231,7 +240,7 @@ export class LocalCache {
       for (const resume of flight.after) resume()
     }
     if (validating === undefined && req.method === 'GET') {
-      const fanout = new Fanout((joiner, status, headers) => shareable(req, joiner as RequestHeaders, status, headers), () => {})
+      const fanout = new Fanout(shareTest(req), () => {})
       fanout.join(sink, ctl, () => {}, req.headers, true)
       flight = { fanout, after: [] }
       this.#flights.set(key, flight)

@@ -1,5 +1,5 @@
 import type { Dispatcher } from 'undici'
-import type { ResponseHeaders } from '../headers.js'
+import { toRawHeaders, type ResponseHeaders } from '../headers.js'
 import type { CallerHandler } from './compat.js'
 import { CallerController } from './controller.js'
 
@@ -89,6 +89,9 @@ export class Fanout implements CallerHandler {
     }
     this.#open = false
     let collapsed: ResponseHeaders | undefined
+    // Joiners of the legacy contract share one raw form of the collapsed headers, as the
+    // callers of one stored response share its raw form, instead of encoding it each.
+    let collapsedRaw: Buffer[] | undefined
     for (const sub of [...this.#subs]) {
       if (!sub.leader && !this.#share(sub.context, status, headers)) {
         this.#subs.delete(sub)
@@ -102,7 +105,8 @@ export class Fanout implements CallerHandler {
       }
       // RFC 9211 section 2.8: this response was collapsed with another request's.
       collapsed ??= { ...headers, 'cache-status': `${String(headers['cache-status'] ?? 'forwardcache')}; collapsed` }
-      sub.sink.onResponseStart(sub.ctl, status, collapsed, statusMessage)
+      if (sub.sink.legacy) collapsedRaw ??= toRawHeaders(collapsed)
+      sub.sink.onResponseStart(sub.ctl, status, collapsed, statusMessage, collapsedRaw)
     }
     if (this.#subs.size === 0) this.ctl.abort(new Error('no subscriber left'))
   }
