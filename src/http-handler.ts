@@ -202,6 +202,9 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
 // (empty) body's length, and what a shared cache never sends (cacheableRequestHeaders).
 const NOT_FORWARDED: ReadonlySet<string> = new Set([...UNKEYED_OVERRIDES, AUTH_HEADER, 'content-length'])
 
+// A Content-Length this sink counts down (15 digits stay exact as a double).
+const DECIMAL_LENGTH = /^\d{1,15}$/
+
 const MAX_REMEMBERED_TARGETS = 2048
 const MAX_REMEMBERED_QUERY = 2048
 
@@ -259,7 +262,7 @@ class ServerResponseSink implements CallerHandler {
     if (statusMessage !== undefined && statusMessage !== '') res.writeHead(status, statusMessage, headers)
     else res.writeHead(status, headers)
     const length = headers['content-length']
-    if (typeof length === 'string' && /^\d{1,15}$/.test(length) && res.req.method !== 'HEAD' && status !== 204 && status !== 304) this.#remaining = Number(length)
+    if (typeof length === 'string' && DECIMAL_LENGTH.test(length) && res.req.method !== 'HEAD' && status !== 204 && status !== 304) this.#remaining = Number(length)
   }
 
   startRaw (): void {
