@@ -30,3 +30,17 @@ export class TruncatedBodyError extends Error {
     super(`response body ended after ${received} of ${expected} bytes`)
   }
 }
+
+/**
+ * A caller stopped reading a response it shared with other callers (single-flight) for longer
+ * than `opts.bodyTimeout`, while they waited for it: it is cut off so that they are not.
+ */
+export class StalledReaderError extends Error {
+  /** Always `'StalledReaderError'`. */
+  override readonly name = 'StalledReaderError'
+  /** Always `'FC_ERR_STALLED_READER'`. */
+  readonly code = 'FC_ERR_STALLED_READER'
+  constructor (ms: number) {
+    super(`stopped reading a shared response for ${ms} ms while other callers waited for it`)
+  }
+}

@@ -132,7 +132,9 @@ export class PassThroughHandler implements Handler {
     this.#held = []
     controller.pause()
     const release = (): void => {
-      const held = this.#held ?? []
+      // The caller gave up meanwhile and already has its error.
+      if (this.#held === null) return
+      const held = this.#held
       this.#held = null
       this.sink.onResponseStart(this.ctl, status, out, statusText ?? '', raw)
       for (const e of held) {
@@ -146,11 +148,13 @@ export class PassThroughHandler implements Handler {
   }
 
   onResponseData (_controller: Controller, chunk: Buffer): void {
+    if (this.#errored) return
     if (this.#held !== null) this.#held.push({ kind: 'data', chunk })
     else this.sink.onResponseData(this.ctl, chunk)
   }
 
   onResponseEnd (_controller: Controller, trailers: ResponseHeaders): void {
+    if (this.#errored) return
     if (this.#held !== null) this.#held.push({ kind: 'end', trailers })
     else this.sink.onResponseEnd(this.ctl, trailers)
   }
@@ -159,8 +163,13 @@ export class PassThroughHandler implements Handler {
     this.#deadline?.clear()
     if (this.#errored) return
     this.#errored = true
-    if (this.#held !== null) this.#held.push({ kind: 'error', err })
-    else this.sink.onResponseError(this.ctl, err)
+    // A caller that aborted is told at once, not after the invalidation it would wait for.
+    if (this.#held !== null && !this.ctl.aborted) {
+      this.#held.push({ kind: 'error', err })
+      return
+    }
+    this.#held = null
+    this.sink.onResponseError(this.ctl, err)
   }
 }
 

@@ -184,11 +184,17 @@ export const UNKEYED_OVERRIDES: ReadonlySet<string> = new Set([
   'x-http-method-override', 'x-http-method', 'x-method-override'
 ])
 
+/**
+ * Fields a GET/HEAD never passes on. RFC 9110 section 10.1.1: a 100-continue expectation means
+ * nothing without content, and undici refuses to send one.
+ */
+export const BODYLESS_DROPPED: ReadonlySet<string> = new Set([...UNKEYED_OVERRIDES, 'expect'])
+
 /** The request headers a cached GET/HEAD may carry to a peer or an origin. */
 export function cacheableRequestHeaders (headers: RequestHeaders): RequestHeaders {
   if (headers === NO_HEADERS) return headers
   // A request carries few fields: walk them, rather than deleting every name on the list.
-  for (const name in headers) if (UNKEYED_OVERRIDES.has(name)) delete headers[name]
+  for (const name in headers) if (BODYLESS_DROPPED.has(name)) delete headers[name]
   return headers
 }
 

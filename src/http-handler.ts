@@ -6,7 +6,7 @@ import { parseCacheControl } from './cache/policy.js'
 import type { CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { ERROR_HEADER } from './forward.js'
-import { UNKEYED_OVERRIDES, endToEndRequestHeaders, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
+import { BODYLESS_DROPPED, endToEndRequestHeaders, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
 import type { PeerAddresses } from './security/peer-addresses.js'
 import { AUTH_HEADER, type Signer } from './security/signature.js'
 import type { Counters } from './stats.js'
@@ -119,7 +119,8 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       return
     }
     const contentLength = received['content-length']
-    if ((contentLength !== undefined && contentLength !== '0') || received['transfer-encoding'] !== undefined) {
+    // RFC 9110 section 8.6: Content-Length is 1*DIGIT, so 00 is an empty body too.
+    if ((contentLength !== undefined && !ZERO_LENGTH.test(contentLength)) || received['transfer-encoding'] !== undefined) {
       return refuse(res, 400, 'body', `${method} requests cannot have a body`)
     }
     const headers = endToEndRequestHeaders(received, NOT_FORWARDED)
@@ -199,11 +200,15 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
 }
 
 // What the owner does not pass on from a peer's request: the peers' own credential, the
-// (empty) body's length, and what a shared cache never sends (cacheableRequestHeaders).
-const NOT_FORWARDED: ReadonlySet<string> = new Set([...UNKEYED_OVERRIDES, AUTH_HEADER, 'content-length'])
+// (empty) body's length, and what a GET/HEAD never sends on (cacheableRequestHeaders).
+const NOT_FORWARDED: ReadonlySet<string> = new Set([...BODYLESS_DROPPED, AUTH_HEADER, 'content-length'])
 
 // A Content-Length this sink counts down (15 digits stay exact as a double).
 const DECIMAL_LENGTH = /^\d{1,15}$/
+const ZERO_LENGTH = /^0+$/
+// What node:http accepts in a reason phrase (its check of header values): the origin's may be
+// text it refuses, such as UTF-8, and is then left out (RFC 9112 section 4: it carries nothing).
+const VALID_REASON = /^[\t\x20-\x7e\x80-\xff]*$/
 
 const MAX_REMEMBERED_TARGETS = 2048
 const MAX_REMEMBERED_QUERY = 2048
@@ -254,12 +259,16 @@ class ServerResponseSink implements CallerHandler {
     const res = this.#res
     if (status < 200) {
       // Interim responses node:http can send; the rest (and anything after headers) are dropped.
-      if (res.headersSent) return
-      if (status === 102) res.writeProcessing()
-      else if (status === 103 && headers.link !== undefined) res.writeEarlyHints({ link: headers.link })
+      // RFC 9110 section 15.2: none to an HTTP/1.0 client. They are optional, so one that
+      // node:http refuses (its Link check is narrower than RFC 8288) is dropped too.
+      if (res.headersSent || (res.req.httpVersionMajor === 1 && res.req.httpVersionMinor === 0)) return
+      try {
+        if (status === 102) res.writeProcessing()
+        else if (status === 103 && headers.link !== undefined) res.writeEarlyHints({ link: headers.link })
+      } catch {}
       return
     }
-    if (statusMessage !== undefined && statusMessage !== '') res.writeHead(status, statusMessage, headers)
+    if (statusMessage !== undefined && statusMessage !== '' && VALID_REASON.test(statusMessage)) res.writeHead(status, statusMessage, headers)
     else res.writeHead(status, headers)
     const length = headers['content-length']
     if (typeof length === 'string' && DECIMAL_LENGTH.test(length) && res.req.method !== 'HEAD' && status !== 204 && status !== 304) this.#remaining = Number(length)
@@ -304,9 +313,18 @@ class ServerResponseSink implements CallerHandler {
       return
     }
     const code = (err as { code?: string }).code ?? (err.cause as { code?: string } | undefined)?.code ?? ''
-    if (TIMEOUT_CODES.has(code)) refuse(res, 504, 'origin-timeout', `origin timed out: ${err.message}`)
-    else if (code === 'FC_ERR_FORBIDDEN_ADDRESS') refuse(res, 403, 'forbidden-address', err.message)
-    else if (code === 'UND_ERR_ABORTED') res.destroy()
-    else refuse(res, 502, 'origin-unreachable', `origin failed: ${err.message}`)
+    try {
+      if (TIMEOUT_CODES.has(code)) refuse(res, 504, 'origin-timeout', `origin timed out: ${err.message}`)
+      else if (code === 'FC_ERR_FORBIDDEN_ADDRESS') refuse(res, 403, 'forbidden-address', err.message)
+      else if (code === 'UND_ERR_ABORTED') res.destroy()
+      // The peer was destroyed under this request: the same answer as a peer that is closing,
+      // which the asking peer counts against this one's health, unlike an origin's failure.
+      else if (code === 'UND_ERR_DESTROYED') refuse(res, 503, 'closing', 'this peer is shutting down', { 'retry-after': '1' })
+      else refuse(res, 502, 'origin-unreachable', `origin failed: ${err.message}`)
+    } catch {
+      // node:http kept something from the failed start it now refuses to write: only cutting
+      // the connection is left.
+      res.destroy(err)
+    }
   }
 }

@@ -9,7 +9,8 @@ export {
   ClientClosedError,
   ClientDestroyedError,
   PeerProtocolError,
-  TruncatedBodyError
+  TruncatedBodyError,
+  StalledReaderError
 } from './errors.js'
 export { channels } from './observe/channels.js'
 export type { HitMessage, MissMessage, ForwardMessage, ForwardErrorMessage, StoreMessage, EvictMessage } from './observe/channels.js'

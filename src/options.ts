@@ -222,6 +222,16 @@ function positiveInteger (opts: Record<string, unknown>, name: string, fallback:
   return v
 }
 
+// The longest delay a Node timer keeps: past it, setTimeout fires after 1 ms instead.
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** A duration in ms that a timer can honour. */
+function milliseconds (opts: Record<string, unknown>, name: string, fallback: number): number {
+  const v = positiveInteger(opts, name, fallback)
+  if (v > MAX_TIMER_MS) throw new InvalidArgumentError(`expected opts.${name} to be at most ${MAX_TIMER_MS} (ms)`)
+  return v
+}
+
 function resolveBoolean (opts: Record<string, unknown>, name: string, fallback: boolean): boolean {
   const v = opts[name]
   if (v === undefined) return fallback
@@ -243,6 +253,18 @@ function resolveOrigins (origins: unknown): OriginRule[] | undefined {
   if (!Array.isArray(origins) || origins.some((r) => typeof r !== 'string' && !(r instanceof RegExp))) {
     throw new InvalidArgumentError('expected opts.origins to be an array of host names, origins or RegExps')
   }
+  origins.forEach((r: unknown, i) => {
+    if (typeof r !== 'string') return
+    const bad = (): never => { throw new InvalidArgumentError(`expected opts.origins[${i}] to be a host name, an origin or a RegExp, got ${JSON.stringify(r)}`) }
+    if (r.trim() === '' || r !== r.trim()) bad()
+    if (r.includes('://')) {
+      try {
+        if (new URL(r).host === '') bad()
+      } catch {
+        bad()
+      }
+    }
+  })
   return [...origins] as OriginRule[]
 }
 
@@ -269,16 +291,16 @@ export function resolveRouterOptions (opts: RouterOptions, defaultPeers: string[
     path: path.length > 1 ? path.replace(/\/+$/, '') : path,
     vnodes: positiveInteger(o, 'vnodes', 160),
     origin: opts.origin,
-    peerConnectTimeout: positiveInteger(o, 'peerConnectTimeout', 1000),
-    peerTimeout: positiveInteger(o, 'peerTimeout', 5000),
-    bodyTimeout: positiveInteger(o, 'bodyTimeout', 30_000),
-    originConnectTimeout: positiveInteger(o, 'originConnectTimeout', 5000),
-    originTimeout: positiveInteger(o, 'originTimeout', 30_000),
+    peerConnectTimeout: milliseconds(o, 'peerConnectTimeout', 1000),
+    peerTimeout: milliseconds(o, 'peerTimeout', 5000),
+    bodyTimeout: milliseconds(o, 'bodyTimeout', 30_000),
+    originConnectTimeout: milliseconds(o, 'originConnectTimeout', 5000),
+    originTimeout: milliseconds(o, 'originTimeout', 30_000),
     hash: opts.hash,
     ejectAfter: positiveInteger(o, 'ejectAfter', 3),
-    ejectBackoff: positiveInteger(o, 'ejectBackoff', 1000),
+    ejectBackoff: milliseconds(o, 'ejectBackoff', 1000),
     secrets: resolveSecrets(opts.secret),
-    authWindow: positiveInteger(o, 'authWindow', 30_000),
+    authWindow: milliseconds(o, 'authWindow', 30_000),
     origins: resolveOrigins(opts.origins),
     blockPrivateOrigins: resolveBoolean(o, 'blockPrivateOrigins', false),
     maxHandlerRequests: positiveInteger(o, 'maxHandlerRequests', 1024)

@@ -372,10 +372,10 @@ export abstract class Router extends Dispatcher {
         this.counters.add('coalescedWaits')
         return
       }
-      const fanout: Fanout = new Fanout(
-        shareTest(req),
-        () => { if (this.#forwards.get(flightKey) === fanout) this.#forwards.delete(flightKey) }
-      )
+      const fanout: Fanout = new Fanout(shareTest(req), {
+        onSettled: () => { if (this.#forwards.get(flightKey) === fanout) this.#forwards.delete(flightKey) },
+        stallMs: this.options.bodyTimeout
+      })
       fanout.join(sink, ctl, () => {}, req.headers, true)
       this.#forwards.set(flightKey, fanout)
       this.#forward(owner, query, req, fanout, fanout.ctl, hot)
@@ -393,7 +393,8 @@ export abstract class Router extends Dispatcher {
     const handler = new ForwardHandler(sink, ctl, (err, peerFault) => {
       this.counters.add('forwardErrors')
       if (channels.forwardError.hasSubscribers) channels.forwardError.publish({ self: this.selfUrl, url: req.key, owner, error: err })
-      if (peerFault) this.#health.failure(owner)
+      // A peer that left the pool while this forward was in flight is no one's to eject.
+      if (peerFault && this.#peers.includes(owner)) this.#health.failure(owner)
       this.direct(req, sink, ctl, 'owner-unavailable')
     }, () => {
       this.counters.latency.peer.observe((performance.now() - started) / 1000)
@@ -457,6 +458,10 @@ export abstract class Router extends Dispatcher {
     try {
       this.originDispatcher.dispatch({
         ...rest,
+        // The peer's origin timeouts, unless the caller set its own for this request. They
+        // are per-request options, so they hold for an origin Dispatcher of the user's too.
+        headersTimeout: rest.headersTimeout ?? this.options.originTimeout,
+        bodyTimeout: rest.bodyTimeout ?? this.options.bodyTimeout,
         origin: url.origin,
         path: url.pathname + url.search,
         headers: addVia({ ...headers })

@@ -57,6 +57,11 @@ export const CACHE_NAME = 'forwardcache'
 // Conditional request fields a cache sends on its own behalf when validating (RFC 9111 4.3.1)
 // and must not pass on from a caller when fetching to fill the cache.
 const CONDITIONALS = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range']
+// Of those, the ones only the origin answers, passed on from the caller.
+const ORIGIN_CONDITIONALS = ['if-match', 'if-unmodified-since', 'if-range']
+
+const DIGITS = /^[0-9]+$/
+const LATE_WAIT_MS = 1000
 
 /** A 304 answer to a caller's conditional request: the stored response's metadata only. */
 const NO_BODY: readonly Buffer[] = []
@@ -83,6 +88,44 @@ function withoutConditionals (headers: RequestHeaders): RequestHeaders {
   const out: RequestHeaders = { ...headers }
   for (const name of CONDITIONALS) delete out[name]
   return out
+}
+
+/**
+ * Preconditions only the origin can evaluate (RFC 9111 section 4.3.2): a request carrying
+ * one is answered by the origin, with the field, never from the store.
+ */
+function hasOriginPrecondition (headers: RequestHeaders): boolean {
+  return headers['if-match'] !== undefined || headers['if-unmodified-since'] !== undefined
+}
+
+/**
+ * A stored response updated by a 304 or a HEAD response (RFC 9111 sections 3.2, 4.3.4 and
+ * 4.3.5): `served` is what the caller that asked gets, `kept` what may stay in the store, or
+ * undefined when the updated response may no longer be stored (it now says private or
+ * no-store). A Set-Cookie on the update belongs to that caller, not to the entry: the entry
+ * keeps it only where it says public, as for a fill.
+ */
+function refreshEntry (req: CacheRequest, old: StoredResponse, update: ResponseHeaders, requestTime: number, now: number):
+{ served: StoredResponse, kept: StoredResponse | undefined } {
+  const entry = (headers: ResponseHeaders): StoredResponse => ({
+    status: old.status,
+    statusText: old.statusText,
+    headers,
+    body: old.body,
+    bodyLength: old.bodyLength,
+    // The update's own Age (not stored) counts towards the refreshed response's age.
+    freshness: computeFreshness(old.status, req.headers, update.age === undefined ? headers : { ...headers, age: update.age }, requestTime, now),
+    size: entrySize(req.key, headers, old.bodyLength)
+  })
+  const merged = mergeNotModified(old.headers, update)
+  const served = entry(merged)
+  let decision = decideStorage('GET', req.headers, old.status, merged)
+  if (!decision.store && update['set-cookie'] !== undefined) {
+    const { 'set-cookie': _cookie, ...rest } = update
+    decision = decideStorage('GET', req.headers, old.status, mergeNotModified(old.headers, rest))
+  }
+  if (!decision.store) return { served, kept: undefined }
+  return { served, kept: decision.headers === merged ? served : entry(decision.headers) }
 }
 
 function hasConditional (headers: RequestHeaders): boolean {
@@ -124,7 +167,10 @@ export function shareTest (leader: CacheRequest): ShareTest {
 interface Flight {
   /** Callers streaming the fill's response as it arrives (null for a validation). */
   readonly fanout: Fanout | null
-  /** Callers that arrived too late to stream it: served again once it has settled. */
+  /**
+   * Callers that arrived too late to stream it: served again once it has settled, or as soon
+   * as it is known that nothing will be stored, or once it has stalled for bodyTimeout.
+   */
   readonly after: Array<() => void>
 }
 
@@ -154,6 +200,12 @@ export class LocalCache {
     const host = req.host
     const row = counters.hostRow(host)
     row.requests++
+    if (hasOriginPrecondition(req.headers)) {
+      counters.add('misses')
+      counters.addHost(host, 'misses')
+      this.#originFetch(req, sink, ctl, undefined, 'request', () => {}, undefined)
+      return
+    }
     const variants = store.get(host, req.key)
     let selected: StoredResponse | undefined
     if (variants !== undefined) {
@@ -240,7 +292,11 @@ export class LocalCache {
       for (const resume of flight.after) resume()
     }
     if (validating === undefined && req.method === 'GET') {
-      const fanout = new Fanout(shareTest(req), () => {})
+      // A fill its callers stopped reading lets those waiting for its end go their own way
+      // after a second: an origin fetch of their own costs less than a wait that would outlast
+      // the asking peer's peerTimeout. Its stopped readers are cut off after bodyTimeout if
+      // other callers still read it.
+      const fanout = new Fanout(shareTest(req), { stallMs: this.#o.bodyTimeout, waitMs: LATE_WAIT_MS, onStall: settled })
       fanout.join(sink, ctl, () => {}, req.headers, true)
       flight = { fanout, after: [] }
       this.#flights.set(key, flight)
@@ -366,8 +422,13 @@ export class LocalCache {
     settled: () => void, stale: StoredResponse | undefined): void {
     const { origin, counters, originTimeout, bodyTimeout } = this.#o
     // A cache filling itself asks for the whole response; the caller's own conditionals are
-    // answered from what comes back.
+    // answered from what comes back. The origin's own preconditions go on (RFC 9111 section
+    // 4.3.2), and so does If-Range with the Range it qualifies (RFC 9110 section 13.1.5).
     const headers = withoutConditionals(req.headers)
+    for (const name of ORIGIN_CONDITIONALS) {
+      const value = req.headers[name]
+      if (value !== undefined && (name !== 'if-range' || req.headers.range !== undefined)) headers[name] = value
+    }
     if (validating !== undefined) {
       if (validating.freshness.etag !== undefined) headers['if-none-match'] = validating.freshness.etag
       if (validating.freshness.lastModified !== undefined) headers['if-modified-since'] = validating.freshness.lastModified
@@ -407,17 +468,12 @@ export class LocalCache {
       store.delete(req.host, req.key)
       return
     }
-    const headers = mergeNotModified(stored.headers, head)
-    const refreshed: StoredResponse = {
-      status: stored.status,
-      statusText: stored.statusText,
-      headers,
-      body: stored.body,
-      bodyLength: stored.bodyLength,
-      freshness: computeFreshness(stored.status, req.headers, head.age === undefined ? headers : { ...headers, age: head.age }, requestTime, now()),
-      size: entrySize(req.key, headers, stored.bodyLength)
+    const { kept } = refreshEntry(req, stored, head, requestTime, now())
+    if (kept === undefined) {
+      store.delete(req.host, req.key)
+      return
     }
-    if (store.put(req.host, req.key, refreshed, stored)) this.#o.secondTier?.write(req, refreshed)
+    if (store.put(req.host, req.key, kept, stored)) this.#o.secondTier?.write(req, kept)
   }
 
   /** Fetches the whole response again, unconditionally, for a request whose validation misfired. */
@@ -522,17 +578,25 @@ class OriginResponseHandler implements Handler {
       return
     }
 
+    // RFC 9110 section 6.6.1: a response cached or passed on without a Date gets the time it
+    // was received.
+    if (headers.date === undefined) headers.date = new Date(this.#o.now()).toUTCString()
     let detail = ''
     if (req.method === 'GET') {
       const decision = decideStorage(req.method, req.headers, status, headers)
       const cl = headerString(headers, 'content-length')
-      this.#expected = cl !== undefined && /^[0-9]+$/.test(cl) ? Number(cl) : -1
-      if (decision.store && this.#expected > this.#o.maxEntrySize) {
+      this.#expected = cl !== undefined && DIGITS.test(cl) ? Number(cl) : -1
+      // Only a 200 satisfies the origin's preconditions with the whole representation; a
+      // 412 is an answer to this request alone.
+      const storable = decision.store && (status === 200 || !hasOriginPrecondition(req.headers))
+      if (storable && this.#expected > this.#o.maxEntrySize) {
         detail = '; detail=too-large'
-      } else if (decision.store) {
+      } else if (storable) {
         this.#body.start()
         this.#headers = decision.headers
-        detail = '; stored'
+        // RFC 9211 section 2.7: said only where it is known now; a body of unknown length may
+        // still turn out too large.
+        if (this.#expected >= 0) detail = '; stored'
       }
     }
     if (req.method === 'HEAD' && status === 200 && this.#stale !== undefined) {
@@ -544,8 +608,10 @@ class OriginResponseHandler implements Handler {
       // whether or not the new one may be stored (RFC 9111 section 4.3.3).
       this.#o.store.delete(req.host, req.key)
     }
+    // Nothing will be stored for the callers waiting for this fill's end: they need not wait.
+    if (!this.#body.recording) this.#settled()
     const out: ResponseHeaders = { ...headers, 'cache-status': `${CACHE_NAME}; fwd=${this.#fwd}; fwd-status=${status}${detail}` }
-    if (status === 200 && hasConditional(req.headers) && req.method === 'GET') {
+    if (status === 200 && hasConditional(req.headers)) {
       const f = computeFreshness(status, req.headers, headers, this.#requestTime, this.#o.now())
       if (conditionalMatches(f, req.headers)) {
         this.#suppressBody = true
@@ -558,8 +624,12 @@ class OriginResponseHandler implements Handler {
 
   onResponseData (_controller: Controller, chunk: Buffer): void {
     if (this.#done || this.#notModified !== null || this.#replacedByStale) return
-    // Oversized bodies keep streaming; the recorder stops keeping them.
-    this.#body.add(chunk)
+    // Oversized bodies keep streaming; the recorder stops keeping them, and the callers
+    // waiting for the stored response go their own way.
+    if (this.#body.recording) {
+      this.#body.add(chunk)
+      if (!this.#body.recording) this.#settled()
+    }
     if (!this.#suppressBody) this.#sink.onResponseData(this.#ctl, chunk)
   }
 
@@ -582,20 +652,11 @@ class OriginResponseHandler implements Handler {
         this.#cache.refetch(req, this.#sink, this.#ctl)
         return
       }
-      const headers = mergeNotModified(old.headers, this.#notModified)
-      const refreshed: StoredResponse = {
-        status: old.status,
-        statusText: old.statusText,
-        headers,
-        body: old.body,
-        bodyLength: old.bodyLength,
-        // The 304's own Age (not stored) counts towards the refreshed response's age.
-        freshness: computeFreshness(old.status, req.headers, this.#notModified.age === undefined ? headers : { ...headers, age: this.#notModified.age }, this.#requestTime, now()),
-        size: entrySize(req.key, headers, old.bodyLength)
-      }
-      if (store.put(req.host, req.key, refreshed, old)) this.#o.secondTier?.write(req, refreshed)
+      const { served, kept } = refreshEntry(req, old, this.#notModified, this.#requestTime, now())
+      if (kept === undefined) store.delete(req.host, req.key)
+      else if (store.put(req.host, req.key, kept, old)) this.#o.secondTier?.write(req, kept)
       this.#settled()
-      this.#cache.serveValidated(req, refreshed, this.#sink, this.#ctl)
+      this.#cache.serveValidated(req, served, this.#sink, this.#ctl)
       return
     }
     if (this.#body.recording) {

@@ -80,8 +80,13 @@ class LegacyCaller extends CallerController implements CallerHandler {
     if (this.#done) return
     this.#done = true
     this.#completion.finished(this.#controller as Controller)
-    // undici itself hands legacy handlers Buffers here, whatever its typings say.
-    this.#handler.onComplete?.(toRawHeaders(trailers) as unknown as string[])
+    try {
+      // undici itself hands legacy handlers Buffers here, whatever its typings say.
+      this.#handler.onComplete?.(toRawHeaders(trailers) as unknown as string[])
+    } catch (err) {
+      // As undici does: a handler that throws at the end fails its request.
+      this.#handler.onError?.(err as Error)
+    }
   }
 
   onResponseError (_controller: Controller, error: Error): void {
@@ -127,7 +132,13 @@ class ModernCaller extends CallerController implements CallerHandler {
     if (this.#done) return
     this.#done = true
     this.#completion.finished(this.#controller as Controller)
-    this.#handler.onResponseEnd?.(controller, trailers)
+    try {
+      this.#handler.onResponseEnd?.(controller, trailers)
+    } catch (err) {
+      // As undici does: a handler that throws at the end (undici's retry interceptor does,
+      // to retry a status) fails its request, and the error is what it acts on.
+      this.#handler.onResponseError?.(controller, err as Error)
+    }
   }
 
   onResponseError (controller: Controller, error: Error): void {

@@ -1,4 +1,5 @@
 import type { Dispatcher } from 'undici'
+import { StalledReaderError } from '../errors.js'
 import { toRawHeaders, type ResponseHeaders } from '../headers.js'
 import type { CallerHandler } from './compat.js'
 import { CallerController } from './controller.js'
@@ -12,32 +13,65 @@ interface Subscriber {
   readonly retry: () => void
   readonly leader: boolean
   readonly context: unknown
+  paused: boolean
+  /** Chunks this subscriber has not taken yet (shared with the others, never copied). */
+  queue: Buffer[]
+  queued: number
+  /** Set once the upstream has ended while chunks were still queued for this subscriber. */
+  trailers: ResponseHeaders | null
 }
 
 /** Decides, once the response has started, whether a joiner may have it. */
 export type ShareTest = (context: unknown, status: number, headers: ResponseHeaders) => boolean
 
+// How far one subscriber may fall behind the others before the upstream waits for it. The
+// chunks are the same Buffers for everyone, so this bounds the memory a slow reader holds,
+// whatever the number of subscribers.
+const MAX_LAG_BYTES = 1024 * 1024
+
+export interface FanoutOptions {
+  /** Runs once, when the upstream response has ended or failed. */
+  onSettled?: () => void
+  /**
+   * How long the upstream may stay paused, ms. Past it, subscribers that hold it back while
+   * others want to read are failed with StalledReaderError. 0: no limit.
+   */
+  stallMs?: number
+  /**
+   * Runs once the upstream has stayed paused for `waitMs` (at most `stallMs`): those waiting
+   * for its end can go their own way.
+   */
+  onStall?: () => void
+  waitMs?: number
+}
+
 /**
  * One upstream response delivered to every caller that joined before its first body byte
- * (single-flight). The upstream runs as long as one subscriber remains; it is paused while
- * any subscriber is paused; a subscriber that leaves gets its own error and does not disturb
- * the others; a failure reaches every subscriber.
+ * (single-flight). The upstream runs as long as one subscriber remains. A subscriber that
+ * pauses gets its chunks queued while the others read on; the upstream pauses only when
+ * every subscriber has paused, or one has fallen MAX_LAG_BYTES behind. A subscriber that
+ * leaves gets its own error and does not disturb the others; a failure reaches every one.
  */
 export class Fanout implements CallerHandler {
   readonly legacy = false
   /** The controller the upstream producer steers through. */
   readonly ctl = new CallerController()
   readonly #subs = new Set<Subscriber>()
-  readonly #paused = new Set<Subscriber>()
   readonly #share: ShareTest
   readonly #onSettled: () => void
+  readonly #stallMs: number
+  readonly #waitMs: number
+  readonly #onStall: () => void
+  #stallTimer: NodeJS.Timeout | null = null
   #open = true
   #settled = false
 
-  /** @param onSettled runs once, when the upstream response has ended or failed. */
-  constructor (share: ShareTest, onSettled: () => void) {
+  constructor (share: ShareTest, options: FanoutOptions = {}) {
     this.#share = share
-    this.#onSettled = onSettled
+    this.#onSettled = options.onSettled ?? (() => {})
+    this.#stallMs = options.stallMs ?? 0
+    this.#waitMs = Math.min(options.waitMs ?? this.#stallMs, this.#stallMs)
+    this.#onStall = options.onStall ?? (() => {})
   }
 
   /** Subscribers right now, leader included. */
@@ -51,16 +85,17 @@ export class Fanout implements CallerHandler {
    */
   join (sink: CallerHandler, ctl: CallerController, retry: () => void, context: unknown, leader = false): boolean {
     if (!this.#open) return false
-    const sub: Subscriber = { sink, ctl, retry, leader, context }
+    const sub: Subscriber = { sink, ctl, retry, leader, context, paused: false, queue: [], queued: 0, trailers: null }
     this.#subs.add(sub)
     ctl.attach({
       pause: () => {
-        this.#paused.add(sub)
-        this.ctl.pause()
+        sub.paused = true
+        this.#steer()
       },
       resume: () => {
-        this.#paused.delete(sub)
-        if (this.#paused.size === 0) this.ctl.resume()
+        sub.paused = false
+        this.#flush(sub)
+        this.#steer()
       },
       abort: (reason) => this.#leave(sub, reason)
     })
@@ -69,13 +104,74 @@ export class Fanout implements CallerHandler {
 
   #leave (sub: Subscriber, reason: Error): void {
     if (!this.#subs.delete(sub)) return
-    this.#paused.delete(sub)
+    sub.queue = []
     sub.sink.onResponseError(sub.ctl, reason)
     if (this.#subs.size === 0) {
       // Nobody is left to read it: stop the upstream.
+      this.#clearStall()
       if (!this.#settled) this.ctl.abort(reason)
-    } else if (this.#paused.size === 0) {
+    } else {
+      this.#steer()
+    }
+  }
+
+  /** Pauses the upstream when nobody can take more, resumes it when someone can. */
+  #steer (): void {
+    if (this.#settled || this.#subs.size === 0) return
+    let allPaused = true
+    let lagging = false
+    for (const sub of this.#subs) {
+      if (!sub.paused) allPaused = false
+      if (sub.queued > MAX_LAG_BYTES) lagging = true
+    }
+    if (allPaused || lagging) {
+      if (!this.ctl.paused) {
+        this.ctl.pause()
+        if (this.#stallMs > 0) this.#arm(this.#waitMs, true)
+      }
+    } else if (this.ctl.paused) {
+      this.#clearStall()
       this.ctl.resume()
+    }
+  }
+
+  #arm (ms: number, waiting: boolean): void {
+    this.#stallTimer = setTimeout(() => this.#stalled(waiting), ms)
+    this.#stallTimer.unref()
+  }
+
+  #stalled (waiting: boolean): void {
+    this.#stallTimer = null
+    if (this.#settled || !this.ctl.paused) return
+    if (waiting) {
+      this.#onStall()
+      if (this.#stallMs > this.#waitMs) {
+        this.#arm(this.#stallMs - this.#waitMs, false)
+        return
+      }
+    }
+    // Those still reading wait on whoever stopped: those are cut off, not the readers.
+    const stopped = [...this.#subs].filter((sub) => sub.paused)
+    if (stopped.length < this.#subs.size) {
+      for (const sub of stopped) this.#leave(sub, new StalledReaderError(this.#stallMs))
+    }
+  }
+
+  #clearStall (): void {
+    if (this.#stallTimer === null) return
+    clearTimeout(this.#stallTimer)
+    this.#stallTimer = null
+  }
+
+  /** Delivers what was queued for a subscriber that can read again, and the end if it came. */
+  #flush (sub: Subscriber): void {
+    while (!sub.paused && sub.queue.length > 0 && this.#subs.has(sub)) {
+      const chunk = sub.queue.shift() as Buffer
+      sub.queued -= chunk.length
+      sub.sink.onResponseData(sub.ctl, chunk)
+    }
+    if (!sub.paused && sub.queue.length === 0 && sub.trailers !== null && this.#subs.delete(sub)) {
+      sub.sink.onResponseEnd(sub.ctl, sub.trailers)
     }
   }
 
@@ -112,13 +208,28 @@ export class Fanout implements CallerHandler {
   }
 
   onResponseData (_c: Controller, chunk: Buffer): void {
-    for (const sub of this.#subs) sub.sink.onResponseData(sub.ctl, chunk)
+    for (const sub of this.#subs) {
+      if (sub.paused || sub.queue.length > 0) {
+        sub.queue.push(chunk)
+        sub.queued += chunk.length
+      } else {
+        sub.sink.onResponseData(sub.ctl, chunk)
+      }
+    }
+    this.#steer()
   }
 
   onResponseEnd (_c: Controller, trailers: ResponseHeaders): void {
     this.#settle()
-    for (const sub of this.#subs) sub.sink.onResponseEnd(sub.ctl, trailers)
-    this.#subs.clear()
+    for (const sub of [...this.#subs]) {
+      if (!sub.paused && sub.queue.length === 0) {
+        this.#subs.delete(sub)
+        sub.sink.onResponseEnd(sub.ctl, trailers)
+      } else {
+        // The rest goes out as this subscriber reads it.
+        sub.trailers = trailers
+      }
+    }
   }
 
   onResponseError (_c: Controller, err: Error): void {
@@ -133,6 +244,7 @@ export class Fanout implements CallerHandler {
 
   #settle (): void {
     this.#open = false
+    this.#clearStall()
     if (this.#settled) return
     this.#settled = true
     this.#onSettled()
