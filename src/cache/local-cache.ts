@@ -169,7 +169,7 @@ interface Flight {
   readonly fanout: Fanout | null
   /**
    * Callers that arrived too late to stream it: served again once it has settled, or as soon
-   * as it is known that nothing will be stored, or once it has stalled for bodyTimeout.
+   * as it is known that nothing will be stored, or once it has stayed paused for LATE_WAIT_MS.
    */
   readonly after: Array<() => void>
 }
