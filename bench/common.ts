@@ -9,12 +9,20 @@ export const THROUGHPUT_SCENARIOS = [
   'direct', 'undici-cache', 'undici-cache-miss', 'floor', 'local-hit', 'forwarded-hit', 'owner-wire', 'hot-hit', 'miss'
 ] as const
 export const SPECIAL_SCENARIOS = [
-  'coalesce', 'coalesce-undici-cache', 'ring', 'memory', 'memory-undici-cache'
+  'coalesce', 'coalesce-undici-cache', 'ring', 'memory', 'memory-undici-cache', 'pairs'
 ] as const
 
 export type ThroughputScenario = typeof THROUGHPUT_SCENARIOS[number]
 export type SpecialScenario = typeof SPECIAL_SCENARIOS[number]
 export type Scenario = ThroughputScenario | SpecialScenario
+
+/** The pairs, as [name, first (measured), second (its reference)]. */
+export const PAIRS = [
+  ['local-hit / floor', 'local-hit', 'floor'],
+  ['local-hit / undici-cache', 'local-hit', 'undici-cache'],
+  ['forwarded-hit / direct', 'forwarded-hit', 'direct'],
+  ['miss / undici-cache-miss', 'miss', 'undici-cache-miss']
+] as const
 
 export function isScenario (s: string): s is Scenario {
   return (THROUGHPUT_SCENARIOS as readonly string[]).includes(s) || (SPECIAL_SCENARIOS as readonly string[]).includes(s)

@@ -16,6 +16,7 @@
  *   --secret=STRING       sign requests between peers (the Peer `secret` option, >= 16 chars)
  *   --json=FILE           also write every cell's raw result to FILE
  *   --node-args="..."     extra Node flags for the scenario processes (e.g. --cpu-prof)
+ *   --pair-burst=100      length of one burst of the same-process pairs, ms
  *
  * It prints numbers; it asserts nothing about them.
  */
@@ -24,7 +25,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import {
-  CHILD_NODE_FLAGS, KiB, MiB, SPECIAL_SCENARIOS, THROUGHPUT_SCENARIOS, isScenario, median, sizeLabel,
+  CHILD_NODE_FLAGS, KiB, MiB, PAIRS, SPECIAL_SCENARIOS, THROUGHPUT_SCENARIOS, isScenario, median, sizeLabel,
   type BodyRead, type CellResult, type CellSpec, type Scenario
 } from './common.js'
 
@@ -40,6 +41,7 @@ interface Settings {
   nodeArgs: string[]
   read: BodyRead
   secret: string
+  pairBurstMs: number
 }
 
 function parseArgs (argv: readonly string[]): Settings {
@@ -83,6 +85,7 @@ function parseArgs (argv: readonly string[]): Settings {
     read,
     secret,
     rounds: int('rounds', 3),
+    pairBurstMs: int('pair-burst', 100),
     durationMs: int('duration', 1000),
     warmupMs: int('warmup', 300),
     sizes: ints('sizes', [KiB, 64 * KiB, MiB]),
@@ -119,6 +122,13 @@ function plan (s: Settings, round: number): CellSpec[] {
   if (want('memory')) special.push({ ...base, scenario: 'memory', size: MiB, concurrency: 1 })
   if (want('memory-undici-cache')) special.push({ ...base, scenario: 'memory-undici-cache', size: MiB, concurrency: 1 })
   if (special.length > 0) groups.push(rotate(special, round))
+  // The same-process pairs take 20 alternating bursts per pair in one cell, so one round of
+  // them is enough; they run in the first round.
+  if (want('pairs') && round === 0) {
+    for (const size of s.sizes) {
+      for (const concurrency of s.concurrency) groups.push([{ ...base, durationMs: s.pairBurstMs, scenario: 'pairs', size, concurrency }])
+    }
+  }
   return rotate(groups, round).flat()
 }
 
@@ -192,7 +202,7 @@ function gitDescription (): string {
   }
 }
 
-function report (s: Settings, cellsPerRound: number, results: readonly CellResult[], wallMs: number, loads: readonly number[], git: string): string {
+function report (s: Settings, planned: number, results: readonly CellResult[], wallMs: number, loads: readonly number[], git: string): string {
   const by = new Map<string, CellResult[]>()
   for (const r of results) {
     const k = cellKey(r.spec)
@@ -218,7 +228,7 @@ function report (s: Settings, cellsPerRound: number, results: readonly CellResul
   })()
   out.push(`forwardcache bench: Node ${process.version}, undici ${undiciVersion}, ${os.availableParallelism()} CPUs (${cpu}), ${os.platform()} ${os.release()}`)
   out.push(`forwardcache ${git}; bodies read with ${s.read === 'stream' ? 'a byte count of every chunk (no copy)' : 'body.arrayBuffer()'}; peers ${s.secret === '' ? 'without' : 'with'} a secret`)
-  out.push(`${s.rounds} rounds x ${cellsPerRound} cells, each in a fresh process; ${s.durationMs} ms measured after ${s.warmupMs} ms warm-up per cell; ${results.length} of ${s.rounds * cellsPerRound} cells succeeded; total ${(wallMs / 1000).toFixed(0)} s`)
+  out.push(`${s.rounds} rounds, ${planned} cells, each in a fresh process; ${s.durationMs} ms measured after ${s.warmupMs} ms warm-up per cell; ${results.length} of ${planned} cells succeeded; total ${(wallMs / 1000).toFixed(0)} s`)
   if (loads.length > 0) {
     out.push(`1-minute load average sampled before each cell: min ${Math.min(...loads).toFixed(2)}, median ${(median(loads) ?? 0).toFixed(2)}, max ${Math.max(...loads).toFixed(2)} (above ~1 means other work shared the ${os.availableParallelism()} CPUs with the bench)`)
   }
@@ -387,6 +397,29 @@ function report (s: Settings, cellsPerRound: number, results: readonly CellResul
       list.map((r) => String(r.extra.refetchOriginRequests)).join(', ')
     ])
   }
+  const pairCells = results.filter((r) => r.spec.scenario === 'pairs')
+  if (pairCells.length > 0) {
+    const cells = pairCells.map((r) => r.spec).sort((a, b) => a.size - b.size || a.concurrency - b.concurrency)
+    const heads = ['pair (ratio of ops/s over all bursts [quartiles of burst ratios])', ...cells.map((c) => `${sizeLabel(c.size)} c=${c.concurrency}`)]
+    const cellOf = (c: CellSpec): CellResult => pairCells.find((r) => r.spec.size === c.size && r.spec.concurrency === c.concurrency) as CellResult
+    const rows: string[][] = PAIRS.map(([name]) => [name, ...cells.map((c) => {
+      const x = cellOf(c).extra
+      return `${fmtRatio(Number(x[`${name}|ratio`]))} [${fmtRatio(Number(x[`${name}|q1`]))}-${fmtRatio(Number(x[`${name}|q3`]))}]`
+    })])
+    rows.push(['ops/s of local-hit, floor', ...cells.map((c) => {
+      const x = cellOf(c).extra
+      return `${fmtInt(Number(x['local-hit / floor|first']))}, ${fmtInt(Number(x['local-hit / floor|second']))}`
+    })])
+    rows.push(['hit checks: origin fetches by the local / owner peer, forward errors, errors', ...cells.map((c) => {
+      const r = cellOf(c)
+      return `${String(r.extra.localHitOriginFetches)} / ${String(r.extra.ownerOriginFetches)}, ${String(r.extra.forwardErrors)}, ${r.errors}`
+    })])
+    const first = pairCells[0]?.extra
+    out.push(`Same-process pairs: both sides of each pair in one process, taking turns in ${String(first?.bursts)} bursts of ${String(first?.burstMs)} ms each (first round only)`)
+    out.push('')
+    out.push(table(heads, rows, new Set(heads.map((_, i) => i).slice(1))))
+    out.push('')
+  }
   if (memRows.length > 0) {
     out.push('Memory: 100 x 1 MiB responses stored (target: peak RSS <= 1.3 x stored + 30 MiB)')
     out.push('')
@@ -401,7 +434,8 @@ async function main (): Promise<void> {
   const results: CellResult[] = []
   const git = gitDescription()
   const started = Date.now()
-  const total = plan(s, 0).length * s.rounds
+  let total = 0
+  for (let round = 0; round < s.rounds; round++) total += plan(s, round).length
   let done = 0
   const loads: number[] = []
   for (let round = 0; round < s.rounds; round++) {
@@ -418,7 +452,7 @@ async function main (): Promise<void> {
       }
     }
   }
-  const text = report(s, plan(s, 0).length, results, Date.now() - started, loads, git)
+  const text = report(s, total, results, Date.now() - started, loads, git)
   console.log('\n' + text)
   if (s.json !== null) writeFileSync(s.json, JSON.stringify({ settings: { ...s, only: s.only === null ? null : [...s.only] }, results }, null, 2))
 }

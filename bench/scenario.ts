@@ -14,7 +14,7 @@ import { Agent, cacheStores, interceptors, request, type Dispatcher } from 'undi
 import { Peer, type PeerStats } from '../src/index.js'
 import { DEFAULT_PATH } from '../src/options.js'
 import {
-  Helper, MiB, ORIGIN_CACHE_CONTROL, cpuMicros, isScenario, maxRssBytes, originPath, percentile, sortedSample,
+  Helper, MiB, ORIGIN_CACHE_CONTROL, PAIRS, cpuMicros, isScenario, maxRssBytes, originPath, percentile, sortedSample,
   type BodyRead, type CellResult, type CellSpec
 } from './common.js'
 import { FloorDispatcher, floorEntry, type FloorEntry } from './floor.js'
@@ -288,6 +288,156 @@ async function throughput (spec: CellSpec): Promise<CellResult> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// pairs: the compared scenarios of one size and concurrency, alternating in ONE process
+// ---------------------------------------------------------------------------------------------
+
+interface Side {
+  dispatcher: Dispatcher
+  next: () => string
+}
+
+interface Tally { requests: number, ms: number, errors: number }
+
+/**
+ * On this kind of shared VM the same cell differs by up to 1.5x from one process to the next,
+ * which buries differences of 10-20% between scenarios measured in separate processes. Here
+ * both sides of a pair live in one process and take turns in bursts of `durationMs` (the
+ * first side alternating between going first and second), so drift hits both alike. Each
+ * side is warmed with `warmupMs` of traffic first.
+ */
+async function pairs (spec: CellSpec): Promise<CellResult> {
+  const origin = await Helper.start('origin')
+  const owner = await Helper.start('peer')
+  const cleanup: Array<() => unknown> = [() => origin.stop(), () => owner.stop()]
+  try {
+    const cycle = (urls: readonly string[]): (() => string) => {
+      let i = 0
+      return () => urls[i++ % urls.length] as string
+    }
+    const fresh = (prefix: string): (() => string) => {
+      let i = 0
+      return () => `${origin.url}${originPath(spec.size, 0, `${prefix}-${i++}`)}`
+    }
+    const sides = new Map<string, Side>()
+
+    const floorUrls = hitUrls('http://127.0.0.1:9', spec.size, 'hit')
+    const body = Buffer.alloc(spec.size, 'forwardcache bench body\n')
+    const entries = new Map<string, FloorEntry>()
+    for (const u of floorUrls) {
+      const url = new URL(u)
+      entries.set(FloorDispatcher.key(url.origin, url.pathname), floorEntry({
+        'content-type': 'application/octet-stream',
+        'content-length': String(body.length),
+        'cache-control': ORIGIN_CACHE_CONTROL,
+        etag: `"${spec.size}"`
+      }, body))
+    }
+    sides.set('floor', { dispatcher: new FloorDispatcher(entries), next: cycle(floorUrls) })
+
+    const local = new Peer({ self: 'http://127.0.0.1:1' })
+    cleanup.push(() => local.destroy())
+    const missPeer = new Peer({ self: 'http://127.0.0.1:1' })
+    cleanup.push(() => missPeer.destroy())
+    const direct = new Agent()
+    cleanup.push(() => direct.destroy())
+    const undiciAgent = new Agent()
+    cleanup.push(() => undiciAgent.destroy())
+    const undiciMissAgent = new Agent()
+    cleanup.push(() => undiciMissAgent.destroy())
+    sides.set('local-hit', { dispatcher: local, next: cycle(hitUrls(origin.url, spec.size, 'hit')) })
+    sides.set('undici-cache', { dispatcher: undiciAgent.compose(interceptors.cache({ type: 'shared' })), next: cycle(hitUrls(origin.url, spec.size, 'uhit')) })
+    sides.set('direct', { dispatcher: direct, next: cycle(hitUrls(origin.url, spec.size, 'direct')) })
+    sides.set('miss', { dispatcher: missPeer, next: fresh('miss') })
+    sides.set('undici-cache-miss', { dispatcher: undiciMissAgent.compose(interceptors.cache({ type: 'shared' })), next: fresh('umiss') })
+
+    const { server, url: selfA } = await listenPeer(null)
+    cleanup.push(() => server.close())
+    const poolAB = [selfA, owner.url]
+    const peerA = new Peer({ self: selfA, peers: poolAB, hotSize: 0, ...(spec.secret === '' ? {} : { secret: spec.secret }) })
+    server.on('request', peerA.handler())
+    cleanup.push(() => peerA.destroy())
+    await Promise.all([local.ready, missPeer.ready, peerA.ready, owner.call('init', { peers: poolAB, secret: spec.secret })])
+    const fwdUrls: string[] = []
+    for (let k = 0; fwdUrls.length < HIT_KEYS; k++) {
+      const u = `${origin.url}${originPath(spec.size, 0, `fwd-${k}`)}`
+      if (peerA.ownerOf(u) === owner.url) fwdUrls.push(u)
+    }
+    sides.set('forwarded-hit', { dispatcher: peerA, next: cycle(fwdUrls) })
+
+    // Warm every cache and every code path before anything is measured.
+    for (const side of sides.values()) {
+      const first = side.next()
+      await fetchAll(side.dispatcher, [first, ...Array.from({ length: HIT_KEYS - 1 }, () => side.next())])
+      await load(side.dispatcher, side.next, spec.size, spec.concurrency, spec.warmupMs)
+    }
+    const localBefore = local.stats()
+    const aBefore = peerA.stats()
+    const ownerBefore = await owner.call<PeerStats>('stats')
+
+    const extra: Record<string, number | string> = { bursts: PAIR_BURSTS, burstMs: spec.durationMs }
+    let errors = 0
+    let requests = 0
+    for (const [name, first, second] of PAIRS) {
+      const a = sides.get(first) as Side
+      const b = sides.get(second) as Side
+      const ta: Tally = { requests: 0, ms: 0, errors: 0 }
+      const tb: Tally = { requests: 0, ms: 0, errors: 0 }
+      const ratios: number[] = []
+      const burst = async (side: Side, t: Tally): Promise<number> => {
+        const r = await load(side.dispatcher, side.next, spec.size, spec.concurrency, spec.durationMs)
+        t.requests += r.requests
+        t.ms += r.elapsedMs
+        t.errors += r.errors
+        return r.requests / r.elapsedMs
+      }
+      for (let k = 0; k < PAIR_BURSTS; k++) {
+        let ra: number
+        let rb: number
+        if (k % 2 === 0) {
+          ra = await burst(a, ta)
+          rb = await burst(b, tb)
+        } else {
+          rb = await burst(b, tb)
+          ra = await burst(a, ta)
+        }
+        ratios.push(ra / rb)
+      }
+      const sorted = sortedSample(ratios)
+      extra[`${name}|ratio`] = (ta.requests / ta.ms) / (tb.requests / tb.ms)
+      extra[`${name}|q1`] = percentile(sorted, 0.25) ?? 0
+      extra[`${name}|q3`] = percentile(sorted, 0.75) ?? 0
+      extra[`${name}|first`] = ta.requests / ta.ms * 1000
+      extra[`${name}|second`] = tb.requests / tb.ms * 1000
+      errors += ta.errors + tb.errors
+      requests += ta.requests + tb.requests
+    }
+    // The hit sides must really have hit: no origin fetch by the local peer, none by the owner.
+    extra.localHitOriginFetches = local.stats().originFetches - localBefore.originFetches
+    extra.ownerOriginFetches = (await owner.call<PeerStats>('stats')).originFetches - ownerBefore.originFetches
+    extra.forwardErrors = peerA.stats().forwardErrors - aBefore.forwardErrors
+    return {
+      spec,
+      requests,
+      elapsedMs: 0,
+      opsPerSec: 0,
+      p50Ms: null,
+      p99Ms: null,
+      maxRssBytes: maxRssBytes(),
+      originRequests: null,
+      errors,
+      extra
+    }
+  } finally {
+    for (const f of cleanup.reverse()) {
+      try { await f() } catch {}
+    }
+  }
+}
+
+/** Bursts of each side of a pair. */
+const PAIR_BURSTS = 20
+
+// ---------------------------------------------------------------------------------------------
 // coalesce: many concurrent requests for one cold URL
 // ---------------------------------------------------------------------------------------------
 
@@ -545,6 +695,8 @@ export async function runCell (spec: CellSpec): Promise<CellResult> {
     case 'memory':
     case 'memory-undici-cache':
       return await memory(spec)
+    case 'pairs':
+      return await pairs(spec)
     default:
       return await throughput(spec)
   }
