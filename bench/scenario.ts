@@ -161,23 +161,26 @@ function hitUrls (base: string, size: number, prefix: string): string[] {
   return Array.from({ length: HIT_KEYS }, (_, k) => `${base}${originPath(size, 0, `${prefix}-${k}`)}`)
 }
 
+/** The floor Dispatcher with the HIT_KEYS responses built here, with the origin's headers (no origin). */
+function floorOf (size: number): { floor: FloorDispatcher, urls: string[] } {
+  const urls = hitUrls('http://127.0.0.1:9', size, 'hit')
+  const body = Buffer.alloc(size, 'forwardcache bench body\n')
+  const entries = new Map<string, FloorEntry>()
+  for (const u of urls) {
+    const url = new URL(u)
+    entries.set(FloorDispatcher.key(url.origin, url.pathname), floorEntry({
+      'content-type': 'application/octet-stream',
+      'content-length': String(body.length),
+      'cache-control': ORIGIN_CACHE_CONTROL,
+      etag: `"${size}"`
+    }, body))
+  }
+  return { floor: new FloorDispatcher(entries), urls }
+}
+
 async function throughput (spec: CellSpec): Promise<CellResult> {
   if (spec.scenario === 'floor') {
-    // No origin: the responses are built here, with the origin's headers.
-    const base = 'http://127.0.0.1:9'
-    const urls = hitUrls(base, spec.size, 'hit')
-    const body = Buffer.alloc(spec.size, 'forwardcache bench body\n')
-    const entries = new Map<string, FloorEntry>()
-    for (const u of urls) {
-      const url = new URL(u)
-      entries.set(FloorDispatcher.key(url.origin, url.pathname), floorEntry({
-        'content-type': 'application/octet-stream',
-        'content-length': String(body.length),
-        'cache-control': ORIGIN_CACHE_CONTROL,
-        etag: `"${spec.size}"`
-      }, body))
-    }
-    const floor = new FloorDispatcher(entries)
+    const { floor, urls } = floorOf(spec.size)
     let i = 0
     const next = (): string => urls[i++ % urls.length] as string
     await load(floor, next, spec.size, spec.concurrency, spec.warmupMs)
@@ -320,19 +323,8 @@ async function pairs (spec: CellSpec): Promise<CellResult> {
     }
     const sides = new Map<string, Side>()
 
-    const floorUrls = hitUrls('http://127.0.0.1:9', spec.size, 'hit')
-    const body = Buffer.alloc(spec.size, 'forwardcache bench body\n')
-    const entries = new Map<string, FloorEntry>()
-    for (const u of floorUrls) {
-      const url = new URL(u)
-      entries.set(FloorDispatcher.key(url.origin, url.pathname), floorEntry({
-        'content-type': 'application/octet-stream',
-        'content-length': String(body.length),
-        'cache-control': ORIGIN_CACHE_CONTROL,
-        etag: `"${spec.size}"`
-      }, body))
-    }
-    sides.set('floor', { dispatcher: new FloorDispatcher(entries), next: cycle(floorUrls) })
+    const floor = floorOf(spec.size)
+    sides.set('floor', { dispatcher: floor.floor, next: cycle(floor.urls) })
 
     const local = new Peer({ self: 'http://127.0.0.1:1' })
     cleanup.push(() => local.destroy())
