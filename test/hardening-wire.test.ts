@@ -30,8 +30,11 @@ async function mounted (options: { bodyTimeout?: number } = {}): Promise<{ peer:
 
 const q = (url: string): string => `/proxy?q=${encodeURIComponent(url)}`
 
-/** An origin speaking raw bytes: `reply` is written verbatim to every connection, then closed. */
-async function rawOrigin (reply: string): Promise<{ url: string, seen: string[], close: () => Promise<void> }> {
+/**
+ * An origin speaking raw bytes: `reply` is written verbatim to every connection, then closed
+ * (with a reset instead of a FIN when `reset` is set).
+ */
+async function rawOrigin (reply: string, { reset = false } = {}): Promise<{ url: string, seen: string[], close: () => Promise<void> }> {
   const seen: string[] = []
   const sockets = new Set<net.Socket>()
   const server = net.createServer((socket) => {
@@ -42,7 +45,8 @@ async function rawOrigin (reply: string): Promise<{ url: string, seen: string[],
       text += chunk.toString('latin1')
       if (!text.includes('\r\n\r\n')) return
       seen.push(text)
-      socket.end(Buffer.from(reply, 'latin1'))
+      if (reset) socket.write(Buffer.from(reply, 'latin1'), () => socket.resetAndDestroy())
+      else socket.end(Buffer.from(reply, 'latin1'))
     })
     socket.on('error', () => {})
   })
@@ -199,6 +203,71 @@ describe('the handler writes what node:http would refuse', () => {
     }
   })
 
+})
+
+describe('bodies whose end the origin does not mark', () => {
+  const HEAD = 'HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nConnection: close\r\n'
+
+  /** Two GETs of one URL through a Peer owning it: the first response, and the origin's count. */
+  async function twice (reply: string, reset: boolean): Promise<{ first: { status: number, body: string, cacheStatus: string } | Error, second: string, seen: number }> {
+    const raw = await rawOrigin(reply, { reset })
+    const self = 'http://127.0.0.1:1'
+    const peer = new Peer({ self })
+    await peer.ready
+    try {
+      let first: { status: number, body: string, cacheStatus: string } | Error
+      try {
+        const res = await request(raw.url + '/framing', { dispatcher: peer })
+        first = { status: res.statusCode, body: await res.body.text(), cacheStatus: String(res.headers['cache-status']) }
+      } catch (err) {
+        first = err as Error
+      }
+      let second = ''
+      try {
+        const again = await request(raw.url + '/framing', { dispatcher: peer })
+        second = String(again.headers['cache-status'])
+        await again.body.text()
+      } catch {
+        // The origin cuts the second body as it did the first.
+      }
+      return { first, second, seen: raw.seen.length }
+    } finally {
+      await peer.destroy()
+      await raw.close()
+    }
+  }
+
+  test('a close-delimited body cut by a reset is passed on but never stored', { timeout: 10_000 }, async () => {
+    // undici ends such a body cleanly on ECONNRESET: half of it is all anyone would ever get.
+    const r = await twice(HEAD + '\r\nhalf of the bo', true)
+    assert.ok(!(r.first instanceof Error), String(r.first))
+    assert.equal(r.first.status, 200)
+    assert.match(r.first.cacheStatus, /detail=unframed/)
+    assert.doesNotMatch(r.second, /hit/)
+    assert.equal(r.seen, 2)
+  })
+
+  test('a close-delimited body that ends with a FIN is not stored either: the two cannot be told apart', { timeout: 10_000 }, async () => {
+    const r = await twice(HEAD + '\r\nthe whole body', false)
+    assert.ok(!(r.first instanceof Error), String(r.first))
+    assert.equal(r.first.body, 'the whole body')
+    assert.equal(r.seen, 2)
+  })
+
+  test('a chunked body cut by a reset is an error, and is not stored', { timeout: 10_000 }, async () => {
+    const r = await twice(HEAD + 'Transfer-Encoding: chunked\r\n\r\n10\r\nhalf of the', true)
+    assert.ok(r.first instanceof Error || r.first.body !== 'half of the', 'the cut body is not passed on as whole')
+    assert.equal(r.seen, 2)
+  })
+
+  test('the same bodies framed by Content-Length or chunked are stored', { timeout: 10_000 }, async () => {
+    const sized = await twice(HEAD + 'Content-Length: 14\r\n\r\nthe whole body', false)
+    assert.equal(sized.seen, 1)
+    assert.match(sized.second, /hit/)
+    const chunked = await twice(HEAD + 'Transfer-Encoding: chunked\r\n\r\ne\r\nthe whole body\r\n0\r\n\r\n', false)
+    assert.equal(chunked.seen, 1)
+    assert.match(chunked.second, /hit/)
+  })
 })
 
 describe('an unsafe method held for its invalidation', () => {

@@ -4,7 +4,7 @@ import type { CallerHandler } from '../dispatch/compat.js'
 import type { CallerController } from '../dispatch/controller.js'
 import { headerString, toRawHeaders, type ResponseHeaders } from '../headers.js'
 import type { CacheRequest } from './local-cache.js'
-import { CACHE_NAME } from './local-cache.js'
+import { CACHE_NAME, UNFRAMED } from './local-cache.js'
 import { computeFreshness, currentAge, decideReuse, decideStorage, varyMatches } from './policy.js'
 import { replay } from './replay.js'
 import { BodyRecorder } from './body-recorder.js'
@@ -120,7 +120,9 @@ class HotRecorder implements CallerHandler {
   onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusMessage?: string, raw?: Buffer[]): void {
     const decision = decideStorage('GET', this.#req.headers, status, headers)
     const cl = headerString(headers, 'content-length')
-    if (decision.store && (cl === undefined || Number(cl) <= this.#o.maxEntrySize)) {
+    // The owner relays a body it would not store itself as it came; neither is it copied here.
+    const unframed = headerString(headers, 'cache-status')?.includes(`detail=${UNFRAMED}`) === true
+    if (decision.store && !unframed && (cl === undefined || Number(cl) <= this.#o.maxEntrySize)) {
       this.#body.start()
       this.#status = status
       this.#statusText = statusMessage ?? ''

@@ -99,6 +99,20 @@ function hasOriginPrecondition (headers: RequestHeaders): boolean {
 }
 
 /**
+ * The Cache-Status detail of a response stored nowhere because the end of its body cannot be
+ * trusted; peers keeping hot copies read it from the owner's answer.
+ */
+export const UNFRAMED = 'unframed'
+
+/**
+ * True when a response's body is delimited by the connection closing (RFC 9112 section 6.3,
+ * rule 8): no Content-Length and no Transfer-Encoding, on a status that carries a body.
+ */
+function closeDelimited (status: number, headers: ResponseHeaders): boolean {
+  return status !== 204 && headers['content-length'] === undefined && headers['transfer-encoding'] === undefined
+}
+
+/**
  * A stored response updated by a 304 or a HEAD response (RFC 9111 sections 3.2, 4.3.4 and
  * 4.3.5): `served` is what the caller that asked gets, `kept` what may stay in the store, or
  * undefined when the updated response may no longer be stored (it now says private or
@@ -591,6 +605,11 @@ class OriginResponseHandler implements Handler {
       const storable = decision.store && (status === 200 || !hasOriginPrecondition(req.headers))
       if (storable && this.#expected > this.#o.maxEntrySize) {
         detail = '; detail=too-large'
+      } else if (storable && closeDelimited(status, rawHeaders)) {
+        // RFC 9112 section 6.3: such a body ends when the connection closes, and undici
+        // reports a reset connection as that end too, so a body cut short cannot be told from
+        // a whole one. Passed on as it comes, never stored.
+        detail = `; detail=${UNFRAMED}`
       } else if (storable) {
         this.#body.start()
         this.#headers = decision.headers
