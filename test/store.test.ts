@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Store, entrySize, type StoredResponse } from '../src/cache/store.js'
+import { Store, entrySize, recordedBody, type StoredResponse } from '../src/cache/store.js'
 import { computeFreshness } from '../src/cache/policy.js'
 import type { RequestHeaders, ResponseHeaders } from '../src/headers.js'
 
@@ -314,4 +314,27 @@ test('maxHosts: a new host past the limit evicts the least recently used host wh
   assert.equal(c.evictions, 1)
   assert.equal(c.entries, 3)
   assert.equal(c.bytes, 3 * S)
+})
+
+test('a recorded body is kept as one Buffer of its own: a lone chunk owning its memory as it is, anything else copied', () => {
+  const own = Buffer.allocUnsafeSlow(64 * 1024).fill(7)
+  const kept = recordedBody([own], own.length)
+  assert.equal(kept.length, 1)
+  assert.equal(kept[0], own)
+
+  // A 1 KiB view into a 64 KiB read would keep the whole read alive.
+  const read = Buffer.allocUnsafeSlow(64 * 1024).fill(1)
+  const view = read.subarray(100, 1124)
+  const copied = recordedBody([view], view.length)
+  assert.notEqual(copied[0], view)
+  assert.equal(copied[0]?.buffer.byteLength, 1024)
+  assert.deepEqual(copied[0], view)
+
+  // Several reads: one call into the caller's handler per hit, not one per read.
+  const parts = [Buffer.from('one '), Buffer.from('two '), Buffer.from('three')]
+  const joined = recordedBody(parts, 13)
+  assert.equal(joined.length, 1)
+  assert.equal(joined[0]?.toString(), 'one two three')
+
+  assert.deepEqual(recordedBody([], 0), [])
 })

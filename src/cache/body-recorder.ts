@@ -1,4 +1,4 @@
-import { compactBody } from './store.js'
+import { recordedBody } from './store.js'
 
 /**
  * Keeps a copy of a body while it streams past, up to a limit: past it, recording stops and
@@ -35,8 +35,8 @@ export class BodyRecorder {
     this.#chunks = []
   }
 
-  /** The recorded body as it is stored: one exact-size Buffer. */
+  /** The recorded body as it is stored: one Buffer of exactly its length (see recordedBody). */
   body (): Buffer[] {
-    return compactBody(this.#chunks, this.bytes)
+    return recordedBody(this.#chunks, this.bytes)
   }
 }

@@ -3,7 +3,7 @@ import type { cacheStores } from 'undici'
 import type { RequestHeaders, ResponseHeaders } from '../headers.js'
 import type { CacheRequest } from './local-cache.js'
 import { computeFreshness, parseDeltaSeconds } from './policy.js'
-import { entrySize, type StoredResponse } from './store.js'
+import { entrySize, recordedBody, type StoredResponse } from './store.js'
 
 /**
  * Any undici CacheStore (MemoryCacheStore, SqliteCacheStore, undici-cache-redis, ...): the
@@ -19,7 +19,7 @@ const KEEP_FOR_VALIDATION_MS = 24 * 3600 * 1000
 async function collect (body: unknown, limit: number): Promise<Buffer[] | undefined> {
   if (body === undefined || body === null) return []
   if (typeof body === 'string') return [Buffer.from(body)]
-  if (Buffer.isBuffer(body)) return [body]
+  if (Buffer.isBuffer(body)) return recordedBody([body], body.length)
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of body as AsyncIterable<Buffer | string> | Readable) {
@@ -31,7 +31,8 @@ async function collect (body: unknown, limit: number): Promise<Buffer[] | undefi
     }
     chunks.push(b)
   }
-  return chunks
+  // A store may hand out views into larger buffers (a client's reply buffer, say).
+  return recordedBody(chunks, size)
 }
 
 /**

@@ -8,6 +8,7 @@ export interface StoredResponse {
   readonly statusText: string
   /** Headers as stored: end-to-end only, without Age (added per hit). */
   readonly headers: ResponseHeaders
+  /** At most one Buffer: a hit then replays with one call into the caller's handler. */
   readonly body: readonly Buffer[]
   readonly bodyLength: number
   readonly freshness: Freshness
@@ -234,12 +235,15 @@ function sameVariant (a: StoredResponse, b: StoredResponse): boolean {
 }
 
 /**
- * A recorded body as it is kept: one Buffer of exactly its length. Chunks from a socket are
- * often views into larger reads, which would keep those alive too; and one chunk replays with
- * one call into the caller's handler instead of one per network read.
+ * A recorded body as it is kept: one Buffer of exactly its length, so a hit replays with one
+ * call into the caller's handler instead of one per network read (with a stream consumer,
+ * each further chunk is a round of backpressure). A single chunk that owns its memory, give or
+ * take an eighth, is kept as it is; a view into a larger buffer would keep all of it alive.
  */
-export function compactBody (chunks: readonly Buffer[], length: number): Buffer[] {
+export function recordedBody (chunks: readonly Buffer[], length: number): Buffer[] {
   if (length === 0) return []
+  const only = chunks.length === 1 ? chunks[0] as Buffer : undefined
+  if (only !== undefined && only.buffer.byteLength - length <= length / 8) return [only]
   const out = Buffer.allocUnsafeSlow(length)
   let offset = 0
   for (const c of chunks) offset += c.copy(out, offset)
