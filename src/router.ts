@@ -9,7 +9,7 @@ import { Fanout } from './dispatch/fanout.js'
 import { InFlight } from './dispatch/in-flight.js'
 import { ClientClosedError, ClientDestroyedError, InvalidArgumentError } from './errors.js'
 import { ERROR_HEADER, ForwardHandler, PassThroughHandler } from './forward.js'
-import { loadedHash, loadHash } from './hash.js'
+import { loadedHash, loadedRawHash, loadHash, type RawHashFunction } from './hash.js'
 import { PeerHealth } from './health.js'
 import { addVia, cacheableRequestHeaders, endToEndRequestHeaders, VIA, headerString, normaliseRequestHeaders, type RequestHeaders, type ResponseHeaders } from './headers.js'
 import { resolvePeerList, type ResolvedRouterOptions } from './options.js'
@@ -19,7 +19,7 @@ import { ForbiddenOriginError, guardedConnector, originMatcher } from './securit
 import { AUTH_HEADER, Signer } from './security/signature.js'
 import { Counters } from './stats.js'
 import { channels } from './observe/channels.js'
-import { cacheKeyOf, normaliseOriginUrl } from './url.js'
+import { cacheKeyOf, canonicalBytes, canonicalLength, normaliseOriginUrl } from './url.js'
 
 type Handler = Dispatcher.DispatchHandler
 type DispatchOptions = Dispatcher.DispatchOptions
@@ -69,6 +69,8 @@ export abstract class Router extends Dispatcher {
   #peers: string[]
   #ring: Ring | undefined
   #hash: HashFunction | undefined
+  // The same hash over UTF-8 bytes (the default hash only; an injected one hashes strings).
+  #rawHash: RawHashFunction | undefined
   #closed = false
   #destroyed = false
   readonly #inFlight = new InFlight()
@@ -107,12 +109,14 @@ export abstract class Router extends Dispatcher {
       onChange: () => this.#rebuildRing()
     })
     this.#hash = options.hash ?? loadedHash()
+    if (options.hash === undefined) this.#rawHash = loadedRawHash()
     if (this.#hash !== undefined) {
       this.#rebuildRing()
       this.ready = Promise.resolve()
     } else {
       this.ready = loadHash().then((hash) => {
         this.#hash = hash
+        this.#rawHash = loadedRawHash()
         this.#rebuildRing()
       })
     }
@@ -181,6 +185,12 @@ export abstract class Router extends Dispatcher {
   ownerOf (url: string | URL): string | undefined {
     const ring = this.#ring
     if (ring === undefined) throw new Error('the hash is still loading: await peer.ready before calling ownerOf()')
+    if (typeof url === 'string' && this.#rawHash !== undefined) {
+      // A canonical URL is its own key: the bytes the check just read are hashed as they are,
+      // instead of being encoded once more by the string hash.
+      const n = canonicalLength(url)
+      if (n >= 0) return ring.getByHash(this.#rawHash(canonicalBytes(n)) >>> 0)
+    }
     return ring.get(typeof url === 'string' ? cacheKeyOf(url) : normaliseOriginUrl(url).href)
   }
 

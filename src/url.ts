@@ -60,15 +60,16 @@ export function normalisePeerUrl (input: string, what = 'peer URL'): string {
 
 // Character classes of a URL already in the exact form WHATWG URL serialises it to: a
 // lower-case host of plain labels, and only characters that neither the path nor the query
-// percent-encodes. One table lookup per character, and nothing allocated: the regular
+// percent-encodes. One table lookup per byte, and nothing allocated: the regular
 // expressions this replaced (with their match array and substrings) made ownerOf() about half
 // as fast (bench/README.md, ring).
 // The plain classes leave out the characters that need a closer look ('.' and '-' in the
 // host; '/', '%' and '?' in the path), so the common character costs one lookup and one test.
+// Bytes from 0x80 (anything outside ASCII, in UTF-8) are in no class.
 const HOST_PLAIN = 1
 const PATH_PLAIN = 2
 const QUERY_CHAR = 4
-const CHAR_CLASS = new Uint8Array(128)
+const CHAR_CLASS = new Uint8Array(256)
 function addClass (chars: string, bits: number): void {
   for (let i = 0; i < chars.length; i++) {
     const c = chars.charCodeAt(i)
@@ -86,9 +87,33 @@ const QUESTION = 0x3f
 const PERCENT = 0x25
 const HYPHEN = 0x2d
 
-/** True where a path segment ends: a slash, the start of the query or the end of the string. */
-function segmentEnds (s: string, i: number): boolean {
-  return i >= s.length || s.charCodeAt(i) === QUESTION || s.charCodeAt(i) === SLASH
+// The URL being looked at, as UTF-8. Reading bytes from a typed array costs a third of reading
+// a string with charCodeAt (a string built by concatenation is a rope, walked on every read),
+// and the same bytes are what the ring hashes. Four zero bytes always follow the URL, so a
+// look ahead past its end reads a byte that matches nothing.
+const SCRATCH_BYTES = 8192
+const scratch = new Uint8Array(SCRATCH_BYTES + 4)
+const scratchInput = scratch.subarray(0, SCRATCH_BYTES)
+const views: Uint8Array[] = []
+const encoder = new TextEncoder()
+
+/**
+ * Writes `s` into the scratch as UTF-8 and returns its length in bytes, or -1 when it does
+ * not fit (such a URL takes the full parse).
+ */
+function encode (s: string): number {
+  const { read, written } = encoder.encodeInto(s, scratchInput)
+  if (read !== s.length) return -1
+  scratch[written] = 0
+  scratch[written + 1] = 0
+  scratch[written + 2] = 0
+  scratch[written + 3] = 0
+  return written
+}
+
+/** True where a path segment ends: a slash, the start of the query or the end of the URL. */
+function segmentEnds (b: Uint8Array, n: number, i: number): boolean {
+  return i >= n || b[i] === QUESTION || b[i] === SLASH
 }
 
 /**
@@ -98,25 +123,51 @@ function segmentEnds (s: string, i: number): boolean {
  * query would percent-encode, no fragment. False means "take the full parse", never "invalid".
  */
 export function isCanonical (s: string): boolean {
-  const n = s.length
+  return canonicalLength(s) >= 0
+}
+
+/**
+ * The length in bytes of `s` when it is canonical (see isCanonical), its bytes then being
+ * {@link canonicalBytes}; otherwise -1.
+ */
+export function canonicalLength (s: string): number {
+  const n = encode(s)
+  return n >= 0 && canonicalScratch(s, n) ? n : -1
+}
+
+/**
+ * The bytes of the URL canonicalLength() last looked at, as a view of exactly `n` bytes
+ * (kept per length, so a lookup allocates nothing). Valid until the next call.
+ */
+export function canonicalBytes (n: number): Uint8Array {
+  let v = views[n]
+  if (v === undefined) {
+    v = scratch.subarray(0, n)
+    views[n] = v
+  }
+  return v
+}
+
+function canonicalScratch (s: string, n: number): boolean {
+  const b = scratch
   // "http", then "s" or not
-  if (s.charCodeAt(0) !== 0x68 || s.charCodeAt(1) !== 0x74 || s.charCodeAt(2) !== 0x74 || s.charCodeAt(3) !== 0x70) return false
+  if (b[0] !== 0x68 || b[1] !== 0x74 || b[2] !== 0x74 || b[3] !== 0x70) return false
   let i = 4
-  const https = s.charCodeAt(i) === 0x73
+  const https = b[i] === 0x73
   if (https) i++
-  if (s.charCodeAt(i) !== COLON || s.charCodeAt(i + 1) !== SLASH || s.charCodeAt(i + 2) !== SLASH) return false
+  if (b[i] !== COLON || b[i + 1] !== SLASH || b[i + 2] !== SLASH) return false
   i += 3
   const hostStart = i
   let lastDot = -1
   for (; i < n; i++) {
-    const c = s.charCodeAt(i)
-    if (c < 128 && ((CHAR_CLASS[c] as number) & HOST_PLAIN) !== 0) continue
+    const c = b[i] as number
+    if (((CHAR_CLASS[c] as number) & HOST_PLAIN) !== 0) continue
     if (c === DOT) {
       // An empty label (a leading, doubled or trailing dot) is not left as it is.
       if (i === hostStart || lastDot === i - 1) return false
       lastDot = i
-    } else if (c === HYPHEN && i === (lastDot < 0 ? hostStart : lastDot + 1) + 3 && s.charCodeAt(i - 1) === HYPHEN &&
-      s.charCodeAt(i - 2) === 0x6e && s.charCodeAt(i - 3) === 0x78) { // "xn-" before it
+    } else if (c === HYPHEN && i === (lastDot < 0 ? hostStart : lastDot + 1) + 3 && b[i - 1] === HYPHEN &&
+      b[i - 2] === 0x6e && b[i - 3] === 0x78) { // "xn-" before it
       // An xn-- label is Punycode, decoded and checked by the full parse.
       return false
     } else if (c !== HYPHEN) {
@@ -125,42 +176,41 @@ export function isCanonical (s: string): boolean {
   }
   const hostEnd = i
   // The host starts and ends with a letter or digit.
-  if (hostEnd === hostStart || lastDot === hostEnd - 1 || s.charCodeAt(hostStart) === HYPHEN || s.charCodeAt(hostEnd - 1) === HYPHEN) return false
-  if (s.charCodeAt(i) === COLON) {
+  if (hostEnd === hostStart || lastDot === hostEnd - 1 || b[hostStart] === HYPHEN || b[hostEnd - 1] === HYPHEN) return false
+  if (i < n && b[i] === COLON) {
     i++
     const portStart = i
     let port = 0
     for (; i < n && i - portStart < 6; i++) {
-      const d = s.charCodeAt(i) - 0x30
+      const d = (b[i] as number) - 0x30
       if (d < 0 || d > 9) break
       port = port * 10 + d
     }
     // Zero-padded, empty, default and out-of-range ports are rewritten or refused by the full
     // parse (WHATWG refuses ports past 65535).
-    if (i === portStart || s.charCodeAt(portStart) === 0x30 || port > 65535 || port === (https ? 443 : 80)) return false
+    if (i === portStart || b[portStart] === 0x30 || port > 65535 || port === (https ? 443 : 80)) return false
   }
-  if (s.charCodeAt(i) !== SLASH) return false
+  if (i >= n || b[i] !== SLASH) return false
   for (; i < n; i++) {
-    const c = s.charCodeAt(i)
-    if (c < 128 && ((CHAR_CLASS[c] as number) & PATH_PLAIN) !== 0) continue
+    const c = b[i] as number
+    if (((CHAR_CLASS[c] as number) & PATH_PLAIN) !== 0) continue
     if (c === QUESTION) break
     if (c === SLASH) {
       // Dot segments (/./ and /../, or at the end of the path) are resolved by the full parse.
-      if (s.charCodeAt(i + 1) === DOT && (segmentEnds(s, i + 2) || (s.charCodeAt(i + 2) === DOT && segmentEnds(s, i + 3)))) return false
+      if (b[i + 1] === DOT && (segmentEnds(b, n, i + 2) || (b[i + 2] === DOT && segmentEnds(b, n, i + 3)))) return false
     } else if (c === PERCENT) {
       // %2e is a dot to WHATWG's dot-segment rules.
-      if (s.charCodeAt(i + 1) === 0x32 && (s.charCodeAt(i + 2) | 0x20) === 0x65) return false
+      if (b[i + 1] === 0x32 && ((b[i + 2] as number) | 0x20) === 0x65) return false
     } else {
       return false
     }
   }
   for (i++; i < n; i++) {
-    const c = s.charCodeAt(i)
-    if (c >= 128 || ((CHAR_CLASS[c] as number) & QUERY_CHAR) === 0) return false
+    if (((CHAR_CLASS[b[i] as number] as number) & QUERY_CHAR) === 0) return false
   }
   // A last label starting with a digit may be read as IPv4 (127.1, 0x7f.1): the exact check
-  // only then.
-  const first = s.charCodeAt(lastDot < 0 ? hostStart : lastDot + 1)
+  // only then. Every byte so far was ASCII, so byte offsets are string offsets.
+  const first = b[lastDot < 0 ? hostStart : lastDot + 1] as number
   return first < 0x30 || first > 0x39 || plainHost(s.slice(hostStart, hostEnd))
 }
 

@@ -273,3 +273,28 @@ test('a lookup finds the first point at or after the hash, whatever the bucket l
     }
   ), { numRuns: 2000 })
 })
+
+test('ownerOf hashes a canonical URL from its UTF-8 bytes to the owner the string hash of its key gives (property)', async () => {
+  const { Peer } = await import('../src/index.js')
+  const { normaliseOriginUrl } = await import('../src/url.js')
+  const hash = await loadHash()
+  const peers = Array.from({ length: 64 }, (_, i) => `http://10.0.${i}.1:3000`)
+  const peer = new Peer({ self: peers[0] as string, peers })
+  await peer.ready
+  const ring = new Ring(peers, 160, hash)
+  const expected = (url: string): string | undefined => ring.get(normaliseOriginUrl(url).href)
+  try {
+    const segment = fc.string({ unit: fc.constantFrom(...'az09-._~%2eE/?&=+ é☃😀'.split('')), maxLength: 30 })
+    fc.assert(fc.property(fc.constantFrom('http://a.example', 'https://cdn.example.com:8443', 'http://127.0.0.1:9', 'HTTP://A.example'), segment, (origin, path) => {
+      const url = `${origin}/${path}`
+      assert.equal(peer.ownerOf(url), expected(url), url)
+    }), { numRuns: 5000 })
+    // Longer than the byte scratch: the string path, with the same answer.
+    const long = `https://a.example/${'x'.repeat(10_000)}`
+    assert.equal(peer.ownerOf(long), expected(long))
+    // A URL object goes the string way too.
+    assert.equal(peer.ownerOf(new URL('https://a.example/u')), expected('https://a.example/u'))
+  } finally {
+    await peer.destroy()
+  }
+})
