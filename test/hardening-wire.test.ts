@@ -6,6 +6,7 @@ import { Agent, request } from 'undici'
 import { Peer } from '../src/index.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
 import { deferred, listen, ownedBy, startBlackhole, stopServer, waitFor } from './helpers/peers.js'
+import { rawOrigin } from './helpers/raw-origin.js'
 
 // Faults of the adversarial review that only a script had shown: slow readers of a shared
 // fill, and what the handler does with responses node:http cannot write as they came.
@@ -29,37 +30,6 @@ async function mounted (options: { bodyTimeout?: number } = {}): Promise<{ peer:
 }
 
 const q = (url: string): string => `/proxy?q=${encodeURIComponent(url)}`
-
-/**
- * An origin speaking raw bytes: `reply` is written verbatim to every connection, then closed
- * (with a reset instead of a FIN when `reset` is set).
- */
-async function rawOrigin (reply: string, { reset = false } = {}): Promise<{ url: string, seen: string[], close: () => Promise<void> }> {
-  const seen: string[] = []
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer((socket) => {
-    sockets.add(socket)
-    socket.on('close', () => sockets.delete(socket))
-    let text = ''
-    socket.on('data', (chunk) => {
-      text += chunk.toString('latin1')
-      if (!text.includes('\r\n\r\n')) return
-      seen.push(text)
-      if (reset) socket.write(Buffer.from(reply, 'latin1'), () => socket.resetAndDestroy())
-      else socket.end(Buffer.from(reply, 'latin1'))
-    })
-    socket.on('error', () => {})
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    seen,
-    close: async () => {
-      for (const s of sockets) s.destroy()
-      await new Promise<void>((resolve) => server.close(() => resolve()))
-    }
-  }
-}
 
 /** Sends `text` on a fresh connection to `port` and reads until the server closes it. */
 function rawExchange (port: number, text: string): Promise<string> {

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict'
 import http from 'node:http'
-import net, { type AddressInfo } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { test } from 'node:test'
 import { request } from 'undici'
 import { Peer } from '../src/index.js'
 import { startOrigin } from './helpers/origin.js'
+import { ownedBy, startLocalPeers } from './helpers/peers.js'
+import { rawOrigin } from './helpers/raw-origin.js'
 
 test('a non-owner keeps a hot copy of a key asked for often, serves it only while fresh, and stays within maxSize / 8', async () => {
   let clock = Date.now()
@@ -53,37 +55,11 @@ test('a non-owner keeps a hot copy of a key asked for often, serves it only whil
 
 test('a body the owner would not store (close-delimited) is not copied hot either', async () => {
   // Raw bytes, because node:http always frames its responses.
-  let seen = 0
-  const sockets = new Set<net.Socket>()
-  const origin = net.createServer((socket) => {
-    sockets.add(socket)
-    socket.on('close', () => sockets.delete(socket))
-    socket.on('error', () => {})
-    let text = ''
-    socket.on('data', (chunk) => {
-      text += chunk.toString('latin1')
-      if (!text.includes('\r\n\r\n')) return
-      seen++
-      socket.end('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nConnection: close\r\n\r\nunframed')
-    })
-  })
-  await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve))
-  const originUrl = `http://127.0.0.1:${(origin.address() as AddressInfo).port}`
-  const servers = await Promise.all([0, 1].map(async () => {
-    const s = http.createServer()
-    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-    return s
-  }))
-  const urls = servers.map((s) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`)
-  const [a, b] = urls.map((self, i) => {
-    const p = new Peer({ self, peers: urls, hotThreshold: 2 })
-    servers[i]?.on('request', p.handler())
-    return p
-  }) as [Peer, Peer]
+  const origin = await rawOrigin('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nConnection: close\r\n\r\nunframed')
+  const cluster = await startLocalPeers(2, { hotThreshold: 2 })
+  const [a, b] = cluster.peers as [Peer, Peer]
   try {
-    await a.ready
-    let url = ''
-    for (let i = 0; url === ''; i++) if (a.ownerOf(`${originUrl}/k${i}`) === b.self) url = `${originUrl}/k${i}`
+    const [url] = ownedBy(a, b.self, (i) => `${origin.url}/k${i}`) as [string]
     for (let i = 0; i < 5; i++) {
       const res = await request(url, { dispatcher: a })
       assert.equal(await res.body.text(), 'unframed')
@@ -92,11 +68,9 @@ test('a body the owner would not store (close-delimited) is not copied hot eithe
     assert.equal(b.stats().servedForPeers, 5)
     assert.equal(a.stats().hotHits, 0)
     assert.equal(a.stats().hotBytes, 0)
-    assert.equal(seen, 5)
+    assert.equal(origin.seen.length, 5)
   } finally {
-    await Promise.all([a.close(), b.close()])
-    for (const s of servers) s.close()
-    for (const s of sockets) s.destroy()
-    await new Promise<void>((resolve) => origin.close(() => resolve()))
+    await cluster.close()
+    await origin.close()
   }
 })
