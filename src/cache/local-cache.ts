@@ -107,6 +107,9 @@ export const UNFRAMED = 'unframed'
 /**
  * True when a response's body is delimited by the connection closing (RFC 9112 section 6.3,
  * rule 8): no Content-Length and no Transfer-Encoding, on a status that carries a body.
+ * Rule 4's case (a Transfer-Encoding whose last coding is not chunked, also read until the
+ * close) is left storable: the conformance suite's headers-store-Transfer-Encoding sends
+ * exactly that and requires it to be stored.
  */
 function closeDelimited (status: number, headers: ResponseHeaders): boolean {
   return status !== 204 && headers['content-length'] === undefined && headers['transfer-encoding'] === undefined
