@@ -27,7 +27,7 @@ export interface RouterOptions {
   vnodes?: number | undefined
   /**
    * How this instance reaches origins. Never the global dispatcher, which may be this very
-   * instance. Responses it delivers without Content-Length or chunked framing are passed on
+   * instance. Responses it delivers with neither Content-Length nor Transfer-Encoding are passed on
    * but never stored, since their end cannot be told from a cut connection.
    * @default a new undici Agent with the origin timeouts below
    */
