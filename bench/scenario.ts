@@ -161,8 +161,11 @@ function hitUrls (base: string, size: number, prefix: string): string[] {
   return Array.from({ length: HIT_KEYS }, (_, k) => `${base}${originPath(size, 0, `${prefix}-${k}`)}`)
 }
 
-/** The floor Dispatcher with the HIT_KEYS responses built here, with the origin's headers (no origin). */
-function floorOf (size: number): { floor: FloorDispatcher, urls: string[] } {
+/**
+ * The floor Dispatcher with the HIT_KEYS responses built here, with the origin's headers (no
+ * origin), plus `extra` fields.
+ */
+function floorOf (size: number, extra: Record<string, string> = {}): { floor: FloorDispatcher, urls: string[] } {
   const urls = hitUrls('http://127.0.0.1:9', size, 'hit')
   const body = Buffer.alloc(size, 'forwardcache bench body\n')
   const entries = new Map<string, FloorEntry>()
@@ -172,7 +175,8 @@ function floorOf (size: number): { floor: FloorDispatcher, urls: string[] } {
       'content-type': 'application/octet-stream',
       'content-length': String(body.length),
       'cache-control': ORIGIN_CACHE_CONTROL,
-      etag: `"${size}"`
+      etag: `"${size}"`,
+      ...extra
     }, body))
   }
   return { floor: new FloorDispatcher(entries), urls }
@@ -325,6 +329,8 @@ async function pairs (spec: CellSpec): Promise<CellResult> {
 
     const floor = floorOf(spec.size)
     sides.set('floor', { dispatcher: floor.floor, next: cycle(floor.urls) })
+    const floorHit = floorOf(spec.size, { date: new Date().toUTCString(), age: '0', 'cache-status': 'forwardcache; hit; ttl=3599' })
+    sides.set('floor-hit-fields', { dispatcher: floorHit.floor, next: cycle(floorHit.urls) })
 
     const local = new Peer({ self: 'http://127.0.0.1:1' })
     cleanup.push(() => local.destroy())
