@@ -19,7 +19,7 @@ import { ForbiddenOriginError, guardedConnector, originMatcher } from './securit
 import { AUTH_HEADER, Signer } from './security/signature.js'
 import { Counters } from './stats.js'
 import { channels } from './observe/channels.js'
-import { cacheKeyOf, canonicalBytes, canonicalLength, normaliseOriginUrl } from './url.js'
+import { canonicalBytes, canonicalLength, normaliseOriginUrl } from './url.js'
 
 type Handler = Dispatcher.DispatchHandler
 type DispatchOptions = Dispatcher.DispatchOptions
@@ -185,13 +185,11 @@ export abstract class Router extends Dispatcher {
   ownerOf (url: string | URL): string | undefined {
     const ring = this.#ring
     if (ring === undefined) throw new Error('the hash is still loading: await peer.ready before calling ownerOf()')
-    if (typeof url === 'string' && this.#rawHash !== undefined) {
-      // A canonical URL is its own key: the bytes the check just read are hashed as they are,
-      // instead of being encoded once more by the string hash.
-      const n = canonicalLength(url)
-      if (n >= 0) return ring.getByHash(this.#rawHash(canonicalBytes(n)) >>> 0)
-    }
-    return ring.get(typeof url === 'string' ? cacheKeyOf(url) : normaliseOriginUrl(url).href)
+    const n = typeof url === 'string' ? canonicalLength(url) : -1
+    if (n < 0) return ring.get(normaliseOriginUrl(url).href)
+    // A canonical URL is its own key: the bytes the check just read are hashed as they are,
+    // instead of being encoded once more by the string hash (an injected hash takes strings).
+    return this.#rawHash !== undefined ? ring.getByHash(this.#rawHash(canonicalBytes(n)) >>> 0) : ring.get(url as string)
   }
 
   /** This instance's URL for diagnostics ('' for a Client). */

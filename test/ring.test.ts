@@ -3,6 +3,8 @@ import assert from 'node:assert/strict'
 import { Ring, type HashFunction } from '../src/ring.js'
 import fc from 'fast-check'
 import { loadHash } from '../src/hash.js'
+import { Peer } from '../src/index.js'
+import { normaliseOriginUrl } from '../src/url.js'
 
 // A hand-made hash so that every point on the ring is known.
 //
@@ -275,8 +277,6 @@ test('a lookup finds the first point at or after the hash, whatever the bucket l
 })
 
 test('ownerOf hashes a canonical URL from its UTF-8 bytes to the owner the string hash of its key gives (property)', async () => {
-  const { Peer } = await import('../src/index.js')
-  const { normaliseOriginUrl } = await import('../src/url.js')
   const hash = await loadHash()
   const peers = Array.from({ length: 64 }, (_, i) => `http://10.0.${i}.1:3000`)
   const peer = new Peer({ self: peers[0] as string, peers })
