@@ -27,6 +27,25 @@ export const PAIRS = [
   ['miss / undici-cache-miss', 'miss', 'undici-cache-miss']
 ] as const
 
+/**
+ * Pairs whose sides each run in a `side` helper process of their own, taking turns the same
+ * way. In one process a 1 MiB miss pair measures the allocator more than either cache:
+ * undici's store grows that process to ~1.1 GB, after which the Peer's 1 MiB copies land on
+ * fresh pages (bench/README, "miss at 1 MiB").
+ */
+export const SPLIT_PAIRS = [
+  ['miss / undici-cache-miss, a process each', 'miss', 'undici-cache-miss']
+] as const
+
+/** The sides a `side` helper can run. */
+export type SplitSide = typeof SPLIT_PAIRS[number][1 | 2]
+
+/** What a `side` helper is told to run. */
+export interface SideInit { side: SplitSide, origin: string, size: number, concurrency: number, read: BodyRead }
+
+/** One side's count over one or more bursts. */
+export interface Tally { requests: number, ms: number, errors: number }
+
 export function isScenario (s: string): s is Scenario {
   return (THROUGHPUT_SCENARIOS as readonly string[]).includes(s) || (SPECIAL_SCENARIOS as readonly string[]).includes(s)
 }
@@ -89,6 +108,14 @@ export function originPath (size: number, holdMs: number, name: string): string 
 
 export const ORIGIN_CACHE_CONTROL = 'public, max-age=3600'
 
+/** Distinct URLs a hit scenario cycles through (all warmed first). */
+export const HIT_KEYS = 8
+
+/** The HIT_KEYS URLs of a hit scenario on `base`, named `{prefix}-{k}`. */
+export function hitUrls (base: string, size: number, prefix: string): string[] {
+  return Array.from({ length: HIT_KEYS }, (_, k) => `${base}${originPath(size, 0, `${prefix}-${k}`)}`)
+}
+
 /** Nearest-rank percentile of an unsorted sample, in the sample's unit. */
 export function percentile (sorted: Float64Array, p: number): number | null {
   if (sorted.length === 0) return null
@@ -130,7 +157,7 @@ export function cpuMicros (): number {
   return u.user + u.system
 }
 
-export type HelperRole = 'origin' | 'peer'
+export type HelperRole = 'origin' | 'peer' | 'side'
 
 /**
  * Node flags of every process the bench forks. The warning silenced here is the Peer's notice

@@ -4,6 +4,7 @@
  * above this is its own overhead; what this costs is undici.request's.
  */
 import { Dispatcher, errors } from 'undici'
+import { ORIGIN_CACHE_CONTROL, hitUrls } from './common.js'
 
 export interface FloorEntry {
   statusCode: number
@@ -111,4 +112,25 @@ function deliverModern (handler: Dispatcher.DispatchHandler, entry: FloorEntry |
   handler.onResponseData?.(controller, entry.body)
   if (aborted !== null) { handler.onResponseError?.(controller, aborted); return }
   handler.onResponseEnd?.(controller, {})
+}
+
+/**
+ * The floor Dispatcher with the HIT_KEYS responses built here, with the origin's headers (no
+ * origin), plus `extra` fields.
+ */
+export function floorOf (size: number, extra: Record<string, string> = {}): { floor: FloorDispatcher, urls: string[] } {
+  const urls = hitUrls('http://127.0.0.1:9', size, 'hit')
+  const body = Buffer.alloc(size, 'forwardcache bench body\n')
+  const entries = new Map<string, FloorEntry>()
+  for (const u of urls) {
+    const url = new URL(u)
+    entries.set(FloorDispatcher.key(url.origin, url.pathname), floorEntry({
+      'content-type': 'application/octet-stream',
+      'content-length': String(body.length),
+      'cache-control': ORIGIN_CACHE_CONTROL,
+      etag: `"${size}"`,
+      ...extra
+    }, body))
+  }
+  return { floor: new FloorDispatcher(entries), urls }
 }

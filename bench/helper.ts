@@ -7,13 +7,18 @@
  *   Commands: `count` (requests since the last reset), `reset`.
  * - `peer`: a forwardcache Peer behind `http.createServer(peer.handler())`, the owner in the
  *   forwarded-hit and hot-hit scenarios. Commands: `init` ({ peers, secret }), `stats`, `cpu`.
+ * - `side`: one side of a split pair (SPLIT_PAIRS), in a heap of its own. Commands: `init`
+ *   (a SideInit), `burst` ({ ms }: the request loop for that long, answered with its Tally).
+ *   It does not listen; its hello carries an empty url.
  *
  * It reports `{ hello: true, url }` once listening, and exits when its parent disconnects.
  */
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { Agent, interceptors, type Dispatcher } from 'undici'
 import { Peer } from '../src/index.js'
-import { ORIGIN_CACHE_CONTROL, cpuMicros, type HelperReply, type HelperRequest } from './common.js'
+import { ORIGIN_CACHE_CONTROL, cpuMicros, originPath, type HelperReply, type HelperRequest, type SideInit, type Tally } from './common.js'
+import { load, setReadMode } from './load.js'
 
 const bodies = new Map<number, Buffer>()
 
@@ -108,12 +113,44 @@ async function peer (): Promise<void> {
   process.send?.({ hello: true, url: self })
 }
 
+async function side (): Promise<void> {
+  let burst: ((ms: number) => Promise<Tally>) | undefined
+  serveCommands({
+    init: async (args) => {
+      const { side, origin, size, concurrency, read } = args as SideInit
+      setReadMode(read)
+      let dispatcher: Dispatcher
+      if (side === 'miss') {
+        // The only member of its pool: it owns every URL.
+        const p = new Peer({ self: 'http://127.0.0.1:1' })
+        await p.ready
+        dispatcher = p
+      } else {
+        dispatcher = new Agent().compose(interceptors.cache({ type: 'shared' }))
+      }
+      let i = 0
+      const next = (): string => `${origin}${originPath(size, 0, `${side}-${i++}`)}`
+      burst = async (ms) => {
+        const r = await load(dispatcher, next, size, concurrency, ms)
+        return { requests: r.requests, ms: r.elapsedMs, errors: r.errors }
+      }
+      return true
+    },
+    burst: async (args) => {
+      if (burst === undefined) throw new Error('burst before init')
+      return await burst((args as { ms: number }).ms)
+    }
+  })
+  process.send?.({ hello: true, url: '' })
+}
+
 process.on('disconnect', () => process.exit(0))
 // A clean exit on SIGTERM too, so that --cpu-prof (FORWARDCACHE_BENCH_HELPER_ARGS) writes its profile.
 process.on('SIGTERM', () => process.exit(0))
 const role = process.argv[2]
 if (role === 'origin') void origin()
 else if (role === 'peer') void peer()
+else if (role === 'side') void side()
 else {
   console.error(`unknown helper role ${String(role)}`)
   process.exit(2)

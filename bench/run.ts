@@ -25,7 +25,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import {
-  CHILD_NODE_FLAGS, KiB, MiB, PAIRS, SPECIAL_SCENARIOS, THROUGHPUT_SCENARIOS, isScenario, median, sizeLabel,
+  CHILD_NODE_FLAGS, KiB, MiB, PAIRS, SPECIAL_SCENARIOS, SPLIT_PAIRS, THROUGHPUT_SCENARIOS, isScenario, median, sizeLabel,
   type BodyRead, type CellResult, type CellSpec, type Scenario
 } from './common.js'
 
@@ -402,7 +402,7 @@ function report (s: Settings, planned: number, results: readonly CellResult[], w
     const cells = pairCells.map((r) => r.spec).sort((a, b) => a.size - b.size || a.concurrency - b.concurrency)
     const heads = ['pair (ratio of ops/s over all bursts [quartiles of burst ratios])', ...cells.map((c) => `${sizeLabel(c.size)} c=${c.concurrency}`)]
     const cellOf = (c: CellSpec): CellResult => pairCells.find((r) => r.spec.size === c.size && r.spec.concurrency === c.concurrency) as CellResult
-    const rows: string[][] = PAIRS.map(([name]) => [name, ...cells.map((c) => {
+    const rows: string[][] = [...PAIRS, ...SPLIT_PAIRS].map(([name]) => [name, ...cells.map((c) => {
       const x = cellOf(c).extra
       return `${fmtRatio(Number(x[`${name}|ratio`]))} [${fmtRatio(Number(x[`${name}|q1`]))}-${fmtRatio(Number(x[`${name}|q3`]))}]`
     })])
@@ -415,7 +415,8 @@ function report (s: Settings, planned: number, results: readonly CellResult[], w
       return `${String(r.extra.localHitOriginFetches)} / ${String(r.extra.ownerOriginFetches)}, ${String(r.extra.forwardErrors)}, ${r.errors}`
     })])
     const first = pairCells[0]?.extra
-    out.push(`Same-process pairs: both sides of each pair in one process, taking turns in ${String(first?.bursts)} bursts of ${String(first?.burstMs)} ms each (first round only)`)
+    out.push(`Same-process pairs: both sides of each pair in one process, taking turns in ${String(first?.bursts)} bursts of ${String(first?.burstMs)} ms each (first round only);`)
+    out.push('the pairs marked "a process each" take turns the same way with each side in a helper process of its own')
     out.push('')
     out.push(table(heads, rows, new Set(heads.map((_, i) => i).slice(1))))
     out.push('')

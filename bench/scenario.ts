@@ -14,67 +14,12 @@ import { Agent, cacheStores, interceptors, request, type Dispatcher } from 'undi
 import { Peer, type PeerStats } from '../src/index.js'
 import { DEFAULT_PATH } from '../src/options.js'
 import {
-  Helper, MiB, ORIGIN_CACHE_CONTROL, PAIRS, cpuMicros, isScenario, maxRssBytes, originPath, percentile, sortedSample,
-  type BodyRead, type CellResult, type CellSpec
+  HIT_KEYS, Helper, MiB, PAIRS, SPLIT_PAIRS, hitUrls, cpuMicros, isScenario, maxRssBytes, originPath, percentile, sortedSample,
+  type BodyRead, type CellResult, type CellSpec, type SideInit, type SplitSide, type Tally
 } from './common.js'
-import { FloorDispatcher, floorEntry, type FloorEntry } from './floor.js'
+import { floorOf } from './floor.js'
+import { load, readBody, setReadMode, type LoadResult } from './load.js'
 
-/** Distinct URLs a hit scenario cycles through (all warmed first). */
-const HIT_KEYS = 8
-
-let readMode: BodyRead = 'stream'
-
-/** Reads a whole response body and resolves to its length in bytes. */
-function readBody (body: Dispatcher.ResponseData['body']): Promise<number> {
-  if (readMode === 'arrayBuffer') return body.arrayBuffer().then((b) => b.byteLength)
-  return new Promise<number>((resolve, reject) => {
-    let n = 0
-    body.on('data', (chunk: Buffer) => { n += chunk.length })
-    body.once('end', () => resolve(n))
-    body.once('error', reject)
-  })
-}
-
-interface LoadResult {
-  requests: number
-  elapsedMs: number
-  latencies: number[]
-  errors: number
-  firstCacheStatus: string
-}
-
-/**
- * Keeps `concurrency` requests in flight until `durationMs` has passed, each
- * `undici.request(url, { dispatcher })` with its whole body read.
- */
-async function load (dispatcher: Dispatcher, nextUrl: () => string, size: number, concurrency: number, durationMs: number): Promise<LoadResult> {
-  const latencies: number[] = []
-  let errors = 0
-  let firstCacheStatus = ''
-  const start = performance.now()
-  const deadline = start + durationMs
-  const worker = async (): Promise<void> => {
-    while (performance.now() < deadline) {
-      const url = nextUrl()
-      const t0 = performance.now()
-      try {
-        const res = await request(url, { dispatcher })
-        const bytes = await readBody(res.body)
-        latencies.push(performance.now() - t0)
-        if (res.statusCode !== 200 || bytes !== size) errors++
-        if (firstCacheStatus === '') {
-          const cs = res.headers['cache-status']
-          firstCacheStatus = Array.isArray(cs) ? cs.join(', ') : (cs ?? '(none)')
-        }
-      } catch (err) {
-        errors++
-        if (errors === 1) console.error(`bench: request failed: ${(err as Error).message}`)
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, worker))
-  return { requests: latencies.length, elapsedMs: performance.now() - start, latencies, errors, firstCacheStatus }
-}
 
 async function fetchAll (dispatcher: Dispatcher, urls: readonly string[]): Promise<void> {
   for (const url of urls) {
@@ -155,31 +100,6 @@ async function missScenario (spec: CellSpec, origin: Helper, dispatcher: Dispatc
   const r = await load(dispatcher, next, spec.size, spec.concurrency, spec.durationMs)
   const originRequests = await origin.call<number>('count')
   return result(spec, r, originRequests, {})
-}
-
-function hitUrls (base: string, size: number, prefix: string): string[] {
-  return Array.from({ length: HIT_KEYS }, (_, k) => `${base}${originPath(size, 0, `${prefix}-${k}`)}`)
-}
-
-/**
- * The floor Dispatcher with the HIT_KEYS responses built here, with the origin's headers (no
- * origin), plus `extra` fields.
- */
-function floorOf (size: number, extra: Record<string, string> = {}): { floor: FloorDispatcher, urls: string[] } {
-  const urls = hitUrls('http://127.0.0.1:9', size, 'hit')
-  const body = Buffer.alloc(size, 'forwardcache bench body\n')
-  const entries = new Map<string, FloorEntry>()
-  for (const u of urls) {
-    const url = new URL(u)
-    entries.set(FloorDispatcher.key(url.origin, url.pathname), floorEntry({
-      'content-type': 'application/octet-stream',
-      'content-length': String(body.length),
-      'cache-control': ORIGIN_CACHE_CONTROL,
-      etag: `"${size}"`,
-      ...extra
-    }, body))
-  }
-  return { floor: new FloorDispatcher(entries), urls }
 }
 
 async function throughput (spec: CellSpec): Promise<CellResult> {
@@ -303,8 +223,6 @@ interface Side {
   next: () => string
 }
 
-interface Tally { requests: number, ms: number, errors: number }
-
 /**
  * On this kind of shared VM the same cell differs by up to 1.5x from one process to the next,
  * which buries differences of 10-20% between scenarios measured in separate processes. Here
@@ -375,39 +293,35 @@ async function pairs (spec: CellSpec): Promise<CellResult> {
     const extra: Record<string, number | string> = { bursts: PAIR_BURSTS, burstMs: spec.durationMs }
     let errors = 0
     let requests = 0
-    for (const [name, first, second] of PAIRS) {
-      const a = sides.get(first) as Side
-      const b = sides.get(second) as Side
-      const ta: Tally = { requests: 0, ms: 0, errors: 0 }
-      const tb: Tally = { requests: 0, ms: 0, errors: 0 }
-      const ratios: number[] = []
-      const burst = async (side: Side, t: Tally): Promise<number> => {
-        const r = await load(side.dispatcher, side.next, spec.size, spec.concurrency, spec.durationMs)
-        t.requests += r.requests
-        t.ms += r.elapsedMs
-        t.errors += r.errors
-        return r.requests / r.elapsedMs
-      }
-      for (let k = 0; k < PAIR_BURSTS; k++) {
-        let ra: number
-        let rb: number
-        if (k % 2 === 0) {
-          ra = await burst(a, ta)
-          rb = await burst(b, tb)
-        } else {
-          rb = await burst(b, tb)
-          ra = await burst(a, ta)
-        }
-        ratios.push(ra / rb)
-      }
-      const sorted = sortedSample(ratios)
-      extra[`${name}|ratio`] = (ta.requests / ta.ms) / (tb.requests / tb.ms)
+    const record = (name: string, r: Alternation): void => {
+      const sorted = sortedSample(r.ratios)
+      extra[`${name}|ratio`] = (r.a.requests / r.a.ms) / (r.b.requests / r.b.ms)
       extra[`${name}|q1`] = percentile(sorted, 0.25) ?? 0
       extra[`${name}|q3`] = percentile(sorted, 0.75) ?? 0
-      extra[`${name}|first`] = ta.requests / ta.ms * 1000
-      extra[`${name}|second`] = tb.requests / tb.ms * 1000
-      errors += ta.errors + tb.errors
-      requests += ta.requests + tb.requests
+      extra[`${name}|first`] = r.a.requests / r.a.ms * 1000
+      extra[`${name}|second`] = r.b.requests / r.b.ms * 1000
+      errors += r.a.errors + r.b.errors
+      requests += r.a.requests + r.b.requests
+    }
+    for (const [name, first, second] of PAIRS) {
+      const inProcess = (side: Side) => async (ms: number): Promise<Tally> => {
+        const r = await load(side.dispatcher, side.next, spec.size, spec.concurrency, ms)
+        return { requests: r.requests, ms: r.elapsedMs, errors: r.errors }
+      }
+      record(name, await alternate(inProcess(sides.get(first) as Side), inProcess(sides.get(second) as Side), spec.durationMs))
+    }
+    for (const [name, first, second] of SPLIT_PAIRS) {
+      const helpers = await Promise.all([Helper.start('side'), Helper.start('side')])
+      cleanup.push(() => { for (const h of helpers) h.stop() })
+      const [a, b] = helpers
+      const init = (h: Helper, side: SplitSide): Promise<unknown> =>
+        h.call('init', { side, origin: origin.url, size: spec.size, concurrency: spec.concurrency, read: spec.read } satisfies SideInit)
+      await Promise.all([init(a, first), init(b, second)])
+      const inHelper = (h: Helper) => async (ms: number): Promise<Tally> => await h.call<Tally>('burst', { ms })
+      // Warmed one after the other, as the same-process sides are.
+      await inHelper(a)(spec.warmupMs)
+      await inHelper(b)(spec.warmupMs)
+      record(name, await alternate(inHelper(a), inHelper(b), spec.durationMs))
     }
     // The hit sides must really have hit: no origin fetch by the local peer, none by the owner.
     extra.localHitOriginFetches = local.stats().originFetches - localBefore.originFetches
@@ -434,6 +348,37 @@ async function pairs (spec: CellSpec): Promise<CellResult> {
 
 /** Bursts of each side of a pair. */
 const PAIR_BURSTS = 20
+
+interface Alternation { a: Tally, b: Tally, ratios: number[] }
+
+/**
+ * PAIR_BURSTS bursts of `durationMs` of each side, the first side alternating between going
+ * first and second, with the ratio of each round's two rates.
+ */
+async function alternate (a: (ms: number) => Promise<Tally>, b: (ms: number) => Promise<Tally>, durationMs: number): Promise<Alternation> {
+  const ta: Tally = { requests: 0, ms: 0, errors: 0 }
+  const tb: Tally = { requests: 0, ms: 0, errors: 0 }
+  const add = (t: Tally, r: Tally): number => {
+    t.requests += r.requests
+    t.ms += r.ms
+    t.errors += r.errors
+    return r.requests / r.ms
+  }
+  const ratios: number[] = []
+  for (let k = 0; k < PAIR_BURSTS; k++) {
+    let ra: number
+    let rb: number
+    if (k % 2 === 0) {
+      ra = add(ta, await a(durationMs))
+      rb = add(tb, await b(durationMs))
+    } else {
+      rb = add(tb, await b(durationMs))
+      ra = add(ta, await a(durationMs))
+    }
+    ratios.push(ra / rb)
+  }
+  return { a: ta, b: tb, ratios }
+}
 
 // ---------------------------------------------------------------------------------------------
 // coalesce: many concurrent requests for one cold URL
@@ -716,7 +661,7 @@ async function main (): Promise<void> {
     read: given.read ?? 'stream',
     secret: given.secret ?? ''
   }
-  readMode = spec.read
+  setReadMode(spec.read)
   const res = await runCell(spec)
   if (process.send !== undefined) {
     await new Promise<void>((resolve) => process.send?.({ result: res }, () => resolve()))
