@@ -303,11 +303,11 @@ async function pairs (spec: CellSpec): Promise<CellResult> {
       errors += r.a.errors + r.b.errors
       requests += r.a.requests + r.b.requests
     }
+    const inProcess = (side: Side) => async (ms: number): Promise<Tally> => {
+      const r = await load(side.dispatcher, side.next, spec.size, spec.concurrency, ms)
+      return { requests: r.requests, ms: r.elapsedMs, errors: r.errors }
+    }
     for (const [name, first, second] of PAIRS) {
-      const inProcess = (side: Side) => async (ms: number): Promise<Tally> => {
-        const r = await load(side.dispatcher, side.next, spec.size, spec.concurrency, ms)
-        return { requests: r.requests, ms: r.elapsedMs, errors: r.errors }
-      }
       record(name, await alternate(inProcess(sides.get(first) as Side), inProcess(sides.get(second) as Side), spec.durationMs))
     }
     for (const [name, first, second] of SPLIT_PAIRS) {
