@@ -214,14 +214,6 @@ function canonicalScratch (s: string, n: number): boolean {
   return first < 0x30 || first > 0x39 || plainHost(s.slice(hostStart, hostEnd))
 }
 
-/**
- * The cache key of a URL string, without building a URL object when the string is already
- * canonical (the common case: URLs that programs build); otherwise the full normalisation.
- */
-export function cacheKeyOf (input: string): string {
-  return isCanonical(input) ? input : normaliseOriginUrl(input).href
-}
-
 const DOTTED_QUAD = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/
 
 /**
