@@ -93,7 +93,15 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       }
     }
     if (endpoint.signer !== undefined) {
-      const verdict = endpoint.signer.verify(method, url.href, endpoint.self, headerValue(req.headers[AUTH_HEADER]))
+      const auth = headerValue(req.headers[AUTH_HEADER])
+      let verdict = endpoint.signer.verify(method, url.href, endpoint.self, auth)
+      if (!verdict.ok && verdict.reason === 'bad signature') {
+        // The signed URL is `q` as sent. A peer of a version before percent-encodings were tidied
+        // (url.ts) signs and sends its own spelling; that spelling is checked as such, and is
+        // served under the tidied key.
+        const sent = targetOf(query)
+        if (sent !== null && sent !== url.href) verdict = endpoint.signer.verify(method, sent, endpoint.self, auth)
+      }
       if (!verdict.ok) {
         if (verdict.overloaded === true) return refuse(res, 503, 'overloaded', `unavailable: ${verdict.reason}`, { 'retry-after': '1' })
         return refuse(res, 401, 'unauthorized', `unauthorized: ${verdict.reason}`)

@@ -3,7 +3,9 @@ import { InvalidArgumentError } from './errors.js'
 /**
  * The cache key and origin target of a request: the absolute URL, normalised the way WHATWG URL
  * does it (scheme and host case, default port, dot segments, percent-encoding), without the
- * fragment, which never reaches an origin.
+ * fragment, which never reaches an origin. Percent-encodings are then put in the one form
+ * RFC 3986 section 6.2.2 calls equivalent to the others (see tidyPercentEncoding), so that
+ * `/%7Euser`, `/%7euser` and `/~user` are one entry, on one owner.
  */
 export function normaliseOriginUrl (input: string | URL): URL {
   // WHATWG URL parsing silently drops tabs and newlines and encodes NUL: a URL that needed
@@ -25,12 +27,56 @@ export function normaliseOriginUrl (input: string | URL): URL {
   }
   // Setting hash re-serialises the URL: only when there is a fragment to drop.
   if (url.hash !== '') url.hash = ''
+  if (url.href.includes('%')) {
+    const path = tidyPercentEncoding(url.pathname)
+    if (path !== url.pathname) url.pathname = path
+    const search = tidyPercentEncoding(url.search)
+    if (search !== url.search) url.search = search
+  }
   return url
 }
 
-/** The key string for a normalised URL. */
-export function cacheKey (url: URL): string {
-  return url.href
+const PERCENT_TRIPLET = /%([0-9A-Fa-f]{2})/g
+
+/**
+ * RFC 3986 section 6.2.2.2: a percent-encoded unreserved character (letters, digits, `-._~`)
+ * is the same URL as the character itself, so it is decoded; section 6.2.2.1: the hex digits of
+ * every other encoding are upper case. WHATWG URL does neither. A `%` not followed by two hex
+ * digits stays as it is.
+ * Decoding cannot make a dot segment: WHATWG parsing has already resolved `%2e` segments.
+ */
+export function tidyPercentEncoding (s: string): string {
+  return s.replace(PERCENT_TRIPLET, (triplet, hex: string) => {
+    const c = parseInt(hex, 16)
+    if (isUnreserved(c)) return String.fromCharCode(c)
+    return triplet === triplet.toUpperCase() ? triplet : triplet.toUpperCase()
+  })
+}
+
+function isUnreserved (c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e
+}
+
+/** Hex digit value of an ASCII byte, upper case only; -1 for anything else. */
+function upperHexValue (c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30
+  if (c >= 0x41 && c <= 0x46) return c - 0x37
+  return -1
+}
+
+/**
+ * True when the `%` at `i` starts an encoding tidyPercentEncoding() would rewrite: lower-case
+ * hex digits, or an unreserved character encoded.
+ */
+function untidyPercent (b: Uint8Array, i: number): boolean {
+  const h1 = b[i + 1] as number
+  const h2 = b[i + 2] as number
+  const lower1 = h1 >= 0x61 && h1 <= 0x66
+  const lower2 = h2 >= 0x61 && h2 <= 0x66
+  const v1 = lower1 ? h1 - 0x57 : upperHexValue(h1)
+  const v2 = lower2 ? h2 - 0x57 : upperHexValue(h2)
+  if (v1 < 0 || v2 < 0) return false
+  return lower1 || lower2 || isUnreserved(v1 * 16 + v2)
 }
 
 /**
@@ -120,7 +166,8 @@ function segmentEnds (b: Uint8Array, n: number, i: number): boolean {
  * True when `s` is an absolute http(s) URL that WHATWG URL would serialise unchanged: scheme
  * and host lower case, host of plain labels, no default, zero-padded or out-of-range port, a
  * path with no dot segments (plain or percent-encoded) and no character that the path or the
- * query would percent-encode, no fragment. False means "take the full parse", never "invalid".
+ * query would percent-encode, no percent-encoding tidyPercentEncoding() would rewrite, no
+ * fragment. False means "take the full parse", never "invalid".
  */
 export function isCanonical (s: string): boolean {
   return canonicalLength(s) >= 0
@@ -199,14 +246,16 @@ function canonicalScratch (s: string, n: number): boolean {
       // Dot segments (/./ and /../, or at the end of the path) are resolved by the full parse.
       if (b[i + 1] === DOT && (segmentEnds(b, n, i + 2) || (b[i + 2] === DOT && segmentEnds(b, n, i + 3)))) return false
     } else if (c === PERCENT) {
-      // %2e is a dot to WHATWG's dot-segment rules.
-      if (b[i + 1] === 0x32 && ((b[i + 2] as number) | 0x20) === 0x65) return false
+      // Covers %2e too, a dot to WHATWG's dot-segment rules.
+      if (untidyPercent(b, i)) return false
     } else {
       return false
     }
   }
   for (i++; i < n; i++) {
-    if (((CHAR_CLASS[b[i] as number] as number) & QUERY_CHAR) === 0) return false
+    const c = b[i] as number
+    if (((CHAR_CLASS[c] as number) & QUERY_CHAR) === 0) return false
+    if (c === PERCENT && untidyPercent(b, i)) return false
   }
   // A last label starting with a digit may be read as IPv4 (127.1, 0x7f.1): the exact check
   // only then. Every byte so far was ASCII, so byte offsets are string offsets.

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import type { PeerStats } from '../src/index.js'
-import { REQUEST_STYLES, startCluster, type Cluster, type PeerProcess, type RequestResult } from './fixtures/peer-process.js'
+import { REQUEST_STYLES, startCluster, type Cluster, type PeerProcess, type RequestResult, type RequestStyle } from './fixtures/peer-process.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
 
 const N_URLS = 30
@@ -74,6 +74,23 @@ describe('a cluster of three peers in child processes', () => {
     // The owner is a function of the normalised URL: another spelling of it, same owner.
     const respelled = urls.slice(0, N_URLS).map((u) => u.replace('http://', 'HTTP://').replace('/owner/', '/./owner/'))
     assert.deepEqual(await (peers[2] as PeerProcess).ownerOf(respelled), first.slice(0, N_URLS))
+    // ... and so is an unreserved character percent-encoded, in either case (RFC 3986 section 6.2.2).
+    const encoded = urls.slice(0, N_URLS).map((u, i) => u.replace('/owner/', i % 2 === 0 ? '/%6Fwner/' : '/%6fwn%65r/'))
+    assert.deepEqual(await (peers[1] as PeerProcess).ownerOf(encoded), first.slice(0, N_URLS))
+  })
+
+  test('spellings of one URL that differ only in percent-encoding share one entry: one origin request, made with the decoded spelling', async () => {
+    for (let i = 0; i < 6; i++) {
+      const spellings = [`/%7Etilde/${i}`, `/~tilde/${i}`, `/%7etilde/${i}?a=%2f`, `/~tilde/${i}?a=%2F`]
+      for (let k = 0; k < spellings.length; k++) {
+        const path = spellings[k] as string
+        const res = await (peers[(i + k) % peers.length] as PeerProcess).request({ url: origin.url + path, style: REQUEST_STYLES[k % REQUEST_STYLES.length] as RequestStyle })
+        assert.equal(res.status, 200, path)
+      }
+      assert.equal(origin.count(`/~tilde/${i}`), 1, `/~tilde/${i} reached the origin once`)
+      assert.equal(origin.count(`/~tilde/${i}?a=%2F`), 1, `/~tilde/${i}?a=%2F reached the origin once`)
+      assert.equal(origin.count(`/%7Etilde/${i}`) + origin.count(`/%7etilde/${i}?a=%2f`), 0, 'the origin never saw an encoded tilde or lower-case hex')
+    }
   })
 
   test('each cacheable URL reaches the origin exactly once for the whole cluster, through every peer and request style', async () => {

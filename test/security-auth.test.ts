@@ -73,6 +73,27 @@ describe('peers that share a secret', () => {
     for (const r of origin.log) assert.equal(r.headers['forwardcache-auth'], undefined)
   })
 
+  test('a signature over the spelling sent in q is good, tidied or not; it binds that URL and no other', async () => {
+    // A peer of an earlier version signs the URL as WHATWG URL serialises it (%7E, lower-case hex)
+    // and sends that spelling; the owner checks it as sent and serves it under the tidied key.
+    const untidy = `${origin.url}/%7eold-peer?x=%2f`
+    const tidy = `${origin.url}/~old-peer?x=%2F`
+    const before = origin.count('/~old-peer?x=%2F')
+    const first = await wire(b.url, untidy, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', untidy, b.url) })
+    assert.equal(first.status, 200)
+    const second = await wire(b.url, tidy, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', tidy, b.url) })
+    assert.equal(second.status, 200)
+    assert.match(String(second.headers['cache-status']), /^forwardcache; hit/)
+    assert.equal(origin.count('/~old-peer?x=%2F') - before, 1)
+    // A signature for one spelling does not authorise another URL, nor the same one again.
+    const other = `${origin.url}/%7eother`
+    assert.equal((await wire(b.url, other, { 'forwardcache-auth': forgeAuth(SECRET, 'GET', untidy, b.url) })).status, 401)
+    const auth = forgeAuth(SECRET, 'GET', untidy, b.url)
+    assert.equal((await wire(b.url, untidy, { 'forwardcache-auth': auth })).status, 200)
+    assert.equal((await wire(b.url, untidy, { 'forwardcache-auth': auth })).status, 401)
+    assert.equal(origin.count('/~other'), 0)
+  })
+
   test('a URL the owner has already served still needs a valid signature every time', async () => {
     // The owner remembers the targets it was asked for; that must not let an unsigned or
     // forged request for the same q through.
