@@ -48,8 +48,7 @@ const PERCENT_TRIPLET = /%([0-9A-Fa-f]{2})/g
 export function tidyPercentEncoding (s: string): string {
   return s.replace(PERCENT_TRIPLET, (triplet, hex: string) => {
     const c = parseInt(hex, 16)
-    if (isUnreserved(c)) return String.fromCharCode(c)
-    return triplet === triplet.toUpperCase() ? triplet : triplet.toUpperCase()
+    return isUnreserved(c) ? String.fromCharCode(c) : triplet.toUpperCase()
   })
 }
 
@@ -57,11 +56,11 @@ function isUnreserved (c: number): boolean {
   return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e
 }
 
-/** Hex digit value of an ASCII byte, upper case only; -1 for anything else. */
-function upperHexValue (c: number): number {
+/** The value of an ASCII hex digit, either case; -1 for any other byte. */
+function hexValue (c: number): number {
   if (c >= 0x30 && c <= 0x39) return c - 0x30
-  if (c >= 0x41 && c <= 0x46) return c - 0x37
-  return -1
+  const lower = c | 0x20
+  return lower >= 0x61 && lower <= 0x66 ? lower - 0x57 : -1
 }
 
 /**
@@ -71,12 +70,11 @@ function upperHexValue (c: number): number {
 function untidyPercent (b: Uint8Array, i: number): boolean {
   const h1 = b[i + 1] as number
   const h2 = b[i + 2] as number
-  const lower1 = h1 >= 0x61 && h1 <= 0x66
-  const lower2 = h2 >= 0x61 && h2 <= 0x66
-  const v1 = lower1 ? h1 - 0x57 : upperHexValue(h1)
-  const v2 = lower2 ? h2 - 0x57 : upperHexValue(h2)
+  const v1 = hexValue(h1)
+  const v2 = hexValue(h2)
   if (v1 < 0 || v2 < 0) return false
-  return lower1 || lower2 || isUnreserved(v1 * 16 + v2)
+  // A valid hex digit from 0x61 up is a lower-case letter.
+  return h1 >= 0x61 || h2 >= 0x61 || isUnreserved(v1 * 16 + v2)
 }
 
 /**
