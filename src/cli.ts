@@ -12,6 +12,7 @@ import { DnsDiscovery } from './discovery/dns.js'
 import { Peer } from './peer.js'
 import { PeerAddresses } from './security/peer-addresses.js'
 import type { PeerOptions } from './options.js'
+import { normaliseOriginUrl } from './url.js'
 
 const USAGE = `usage: forwardcache --self URL [--peers URL,URL...] [--port N] [--host ADDR] [options]
 
@@ -27,6 +28,9 @@ const USAGE = `usage: forwardcache --self URL [--peers URL,URL...] [--port N] [-
   --origins LIST        comma-separated origin allowlist (hosts, *.suffix, or full origins)
   --log-level LEVEL     error | warn | info | debug (default info)
 `
+
+// This process's own routes: a handler --path may not take one of them.
+const OWN_ROUTES = new Set(['/metrics', '/healthz', '/fetch'])
 
 type Level = 'error' | 'warn' | 'info' | 'debug'
 const LEVELS: Record<Level, number> = { error: 0, warn: 1, info: 2, debug: 3 }
@@ -65,7 +69,8 @@ function main (): void {
     return
   }
   const level = (v['log-level'] ?? 'info') as Level
-  if (!(level in LEVELS)) fail(`unknown log level ${level}`)
+  // Own fields only: `in` would take toString or __proto__ for a level.
+  if (!Object.hasOwn(LEVELS, level)) fail(`unknown log level ${level}`)
   const log = (at: Level, msg: string, fields: Record<string, unknown> = {}): void => {
     if (LEVELS[at] > LEVELS[level]) return
     process.stdout.write(JSON.stringify({ time: new Date().toISOString(), level: at, msg, ...fields }) + '\n')
@@ -78,14 +83,26 @@ function main (): void {
   } catch {
     fail(`--self is not a URL: ${v.self}`)
   }
+  // Decimal digits only: Number() would read '' as 0 (a random port, not the one --self
+  // advertises) and also take 0x50 or 1e3.
+  if (v.port !== undefined && !/^\d{1,5}$/.test(v.port)) fail(`bad --port ${v.port}: expected a decimal port number`)
   const port = v.port !== undefined ? Number(v.port) : Number(selfUrl.port || (selfUrl.protocol === 'https:' ? 443 : 80))
-  if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`bad --port ${String(v.port)}`)
+  if (port > 65535) fail(`bad --port ${String(v.port)}`)
+  // The other peers send their requests under the path of --self (a proxy in front may route
+  // /cache/... here without stripping it): it is taken off before the handler sees them.
+  const basePath = selfUrl.pathname.replace(/\/+$/, '')
   const secret = v.secret ?? process.env.FORWARDCACHE_SECRET
   const options: PeerOptions = { self: v.self }
   if (v.peers !== undefined) options.peers = v.peers.split(',').map((p) => p.trim()).filter((p) => p !== '')
   if (secret !== undefined && secret !== '') options.secret = secret.includes(',') ? secret.split(',') : secret
-  if (v.path !== undefined) options.path = v.path
-  if (v['max-size'] !== undefined) options.maxSize = Number(v['max-size'])
+  if (v.path !== undefined) {
+    if (OWN_ROUTES.has(v.path.replace(/\/+$/, ''))) fail(`--path ${v.path} is one of this process's own routes (/metrics, /healthz, /fetch)`)
+    options.path = v.path
+  }
+  if (v['max-size'] !== undefined) {
+    if (!/^\d{1,16}$/.test(v['max-size'])) fail(`bad --max-size ${v['max-size']}: expected a number of bytes`)
+    options.maxSize = Number(v['max-size'])
+  }
   if (v['block-private'] === true) options.blockPrivateOrigins = true
   if (v.origins !== undefined) options.origins = v.origins.split(',').map((o) => o.trim())
 
@@ -111,6 +128,7 @@ function main (): void {
   const refreshFetchers = (): void => fetchers.update(peer.peers)
   refreshFetchers()
   const server = http.createServer((req, res) => {
+    if (basePath !== '' && req.url?.startsWith(basePath + '/') === true) req.url = req.url.slice(basePath.length)
     const path = (req.url ?? '/').split('?')[0]
     if (path === '/metrics' && req.method === 'GET') {
       const body = peer.metrics()
@@ -142,10 +160,12 @@ function main (): void {
       const q = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('q')
       let target: URL
       try {
-        target = new URL(q ?? '')
-      } catch {
+        // The checks every other way in makes: http(s) only, no credentials, no control
+        // characters that a bare URL parse would drop without a word.
+        target = normaliseOriginUrl(q ?? '')
+      } catch (err) {
         res.writeHead(400, { 'content-type': 'text/plain' })
-        res.end('missing or bad q\n')
+        res.end(q === null ? 'missing q\n' : `bad q: ${(err as Error).message}\n`)
         return
       }
       // Routed like a Peer dispatch: to the owner, or this peer's cache.

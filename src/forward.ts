@@ -100,6 +100,11 @@ export class PassThroughHandler implements Handler {
     }
   }
 
+  /** Stops the wait for headers: a subclass that takes a response over clears it itself. */
+  protected clearDeadline (): void {
+    this.#deadline?.clear()
+  }
+
   /** True once this handler's response no longer goes to the caller. */
   protected isStale (): boolean {
     return this.#errored
@@ -124,7 +129,9 @@ export class PassThroughHandler implements Handler {
     // than Buffers encoded again from the parsed object: two allocations fewer per field.
     const received = this.#hooks.rawHeadersMatch === true ? (controller as { rawHeaders?: unknown }).rawHeaders : undefined
     const raw = Array.isArray(received) ? endToEndRawHeaders(received, headers, out, added) : undefined
-    const pending = this.#hooks.onStatus?.(status, out)
+    // An interim response (102, 103) passes straight on: the outcome, and so any invalidation
+    // held for it, belongs to the final status still to come.
+    const pending = status < 200 ? undefined : this.#hooks.onStatus?.(status, out)
     if (pending === undefined) {
       this.sink.onResponseStart(this.ctl, status, out, statusText ?? '', raw)
       return
@@ -201,6 +208,7 @@ export class ForwardHandler extends PassThroughHandler {
   override onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusText?: string): void {
     const ownerError = headerString(headers, ERROR_HEADER)
     if (ownerError !== undefined && FALL_BACK_ON.has(ownerError)) {
+      this.clearDeadline()
       this.#failed = true
       // The small error body is not wanted; stop it and serve the caller another way.
       const err = new PeerProtocolError(`owner answered ${status}: ${ownerError}`)
@@ -230,6 +238,7 @@ export class ForwardHandler extends PassThroughHandler {
   override onResponseError (controller: Controller | null, err: Error): void {
     if (this.#failed) return
     if (!this.#started && !this.ctl.aborted) {
+      this.clearDeadline()
       this.#failed = true
       this.#fallback(err, true)
       return

@@ -201,6 +201,9 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       return
     }
     endpoint.addresses.allows(socket.remoteAddress).then((allowed) => {
+      // The caller may have hung up while its address was being checked: its 'close' has
+      // been and gone, and nothing would abort the fetch serve() starts.
+      if (res.destroyed || req.socket.destroyed) return
       if (!allowed) return refuse(res, 403, 'forbidden-peer', 'this address is not a peer of this cluster')
       serve(req, res, raw, qIndex)
     }).catch((err: unknown) => fail(res, err))
@@ -294,6 +297,11 @@ class ServerResponseSink implements CallerHandler {
       return
     }
     if (this.#remaining > 0) this.#remaining -= chunk.length
+    if (this.#res.destroyed) {
+      // No 'drain' ever comes to a closed response: pausing would hold the fetch for good.
+      controller.abort(new errors.RequestAbortedError())
+      return
+    }
     if (!this.#res.write(chunk)) {
       controller.pause()
       this.#res.once('drain', this.#resume)

@@ -2,7 +2,7 @@ import type { Dispatcher } from 'undici'
 import { InvalidArgumentError } from './errors.js'
 import type { HashFunction } from './ring.js'
 import type { CacheStore } from './cache/second-tier.js'
-import type { OriginRule } from './security/address-policy.js'
+import { parseHostRule, type OriginRule } from './security/address-policy.js'
 import { normalisePeerUrl } from './url.js'
 
 /** Where a peer's handler() answers when `path` is not given. */
@@ -157,6 +157,13 @@ export interface PeerOptions extends RouterOptions {
    */
   store?: CacheStore | undefined
   /**
+   * How long a lookup in `store` may take, ms, body included. Past it the request goes to
+   * the origin as if the store had missed: a store whose connection hangs must not hold
+   * requests (and the callers coalesced behind them) for ever.
+   * @default 1000
+   */
+  storeTimeout?: number | undefined
+  /**
    * Bytes for copies of hot keys owned by other peers, so one hot URL does not pin its
    * owner's network; at most maxSize / 8. 0 turns hot copies off.
    * @default floor(maxSize / 8)
@@ -209,6 +216,7 @@ export interface ResolvedPeerOptions extends ResolvedRouterOptions {
   hotSize: number
   hotThreshold: number
   store: CacheStore | undefined
+  storeTimeout: number
   trustLoopback: boolean
   staleOnDisconnect: number
   now: () => number
@@ -264,6 +272,8 @@ function resolveOrigins (origins: unknown): OriginRule[] | undefined {
       } catch {
         bad()
       }
+    } else if (parseHostRule(r.startsWith('*.') ? `x${r.slice(1)}` : r) === undefined) {
+      bad()
     }
   })
   return [...origins] as OriginRule[]
@@ -326,8 +336,9 @@ export function resolvePeerOptions (opts: PeerOptions): ResolvedPeerOptions {
   if (store !== undefined && (store === null || typeof store.get !== 'function' || typeof store.createWriteStream !== 'function' || typeof store.delete !== 'function')) {
     throw new InvalidArgumentError('expected opts.store to be an undici CacheStore (get, createWriteStream, delete)')
   }
+  const storeTimeout = milliseconds(o, 'storeTimeout', 1000)
   const trustLoopback = resolveBoolean(o, 'trustLoopback', true)
   const staleOnDisconnect = o.staleOnDisconnect === 0 ? 0 : positiveInteger(o, 'staleOnDisconnect', 3600)
   const maxHosts = positiveInteger(o, 'maxHosts', 10_000)
-  return { ...base, self, maxSize, maxHostSize, maxEntrySize, maxHosts, hotSize, hotThreshold, store, trustLoopback, staleOnDisconnect, now: opts.now ?? Date.now }
+  return { ...base, self, maxSize, maxHostSize, maxEntrySize, maxHosts, hotSize, hotThreshold, store, storeTimeout, trustLoopback, staleOnDisconnect, now: opts.now ?? Date.now }
 }

@@ -58,7 +58,7 @@ export class Peer extends Router {
               if (now - this.#storeWarnedAt < 60_000) return
               this.#storeWarnedAt = now
               process.emitWarning(`forwardcache: second-tier store failed (requests go on without it): ${err.message}`, { code: 'FORWARDCACHE_STORE_ERROR' })
-            })
+            }, resolved.storeTimeout)
           })
     })
     if (resolved.hotSize > 0) {
@@ -126,7 +126,12 @@ export class Peer extends Router {
       counters: this.counters,
       isClosed: () => this.closed,
       track: (ctl) => this.track(ctl),
-      serve: (req, sink, ctl) => this.#cache.serve(req, sink, ctl),
+      // Peers never send Authorization; a caller of the wire protocol that does gets what a
+      // Peer's own callers get: the origin's answer, never stored, never from the store.
+      serve: (req, sink, ctl) => {
+        if (req.headers.authorization !== undefined) this.direct(req, sink, ctl, 'authorization')
+        else this.#cache.serve(req, sink, ctl)
+      },
       invalidate: (url) => this.#cache.invalidate(url)
     })
   }

@@ -393,6 +393,9 @@ export abstract class Router extends Dispatcher {
   }
 
   #forward (owner: string, query: string, req: CacheRequest, sink: CallerHandler, ctl: CallerController, hot: boolean): void {
+    // The owner's answers are copied hot, never the origin's answer to a fallback: that one
+    // the owner has not seen, let alone judged storable.
+    const caller = sink
     if (hot && this.hot !== undefined) sink = this.hot.recorder(req, sink)
     this.counters.add('forwards')
     if (channels.forward.hasSubscribers) channels.forward.publish({ self: this.selfUrl, url: req.key, owner })
@@ -403,7 +406,7 @@ export abstract class Router extends Dispatcher {
       if (channels.forwardError.hasSubscribers) channels.forwardError.publish({ self: this.selfUrl, url: req.key, owner, error: err })
       // A peer that left the pool while this forward was in flight is no one's to eject.
       if (peerFault && this.#peers.includes(owner)) this.#health.failure(owner)
-      this.direct(req, sink, ctl, 'owner-unavailable')
+      this.direct(req, caller, ctl, 'owner-unavailable')
     }, () => {
       this.counters.latency.peer.observe((performance.now() - started) / 1000)
       this.#health.success(owner)

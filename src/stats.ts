@@ -113,8 +113,18 @@ export class Counters {
     this.hostRow(host)[name]++
   }
 
-  /** The counters of one origin host, created on first use (the table is bounded). */
+  // The host asked for last, and its row: requests mostly come for one host after another,
+  // and for those the table's order is already right.
+  #lastHost = ''
+  #lastRow: HostStats | undefined
+
+  /**
+   * The counters of one origin host, created on first use. The table is bounded and kept in
+   * order of use, so a new host past the bound drops the least recently seen one, never a
+   * busy host that was merely seen first.
+   */
   hostRow (host: string): HostStats {
+    if (host === this.#lastHost && this.#lastRow !== undefined) return this.#lastRow
     let row = this.hosts.get(host)
     if (row === undefined) {
       if (this.hosts.size >= MAX_HOST_ROWS) {
@@ -122,8 +132,12 @@ export class Counters {
         if (first.done !== true) this.hosts.delete(first.value)
       }
       row = { requests: 0, hits: 0, misses: 0, originFetches: 0, bytes: 0 }
-      this.hosts.set(host, row)
+    } else {
+      this.hosts.delete(host)
     }
+    this.hosts.set(host, row)
+    this.#lastHost = host
+    this.#lastRow = row
     return row
   }
 }

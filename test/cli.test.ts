@@ -82,8 +82,51 @@ test('the forwardcache command runs peers that share one cache, exposes /metrics
   }
 })
 
-test('the forwardcache command refuses bad arguments with usage and exit code 2', async () => {
-  const r = run(['--peers', 'http://a'])
-  const [code] = await once(r.proc, 'exit')
-  assert.equal(code, 2)
+test('the forwardcache command refuses bad arguments with usage and exit code 2', { timeout: 30_000 }, async () => {
+  const self = 'http://127.0.0.1:1'
+  const cases: Array<[string[], RegExp]> = [
+    [['--peers', 'http://a'], /--self is required/],
+    // An inherited name is not a level.
+    [['--self', self, '--log-level', 'toString'], /unknown log level toString/],
+    // Number('') is 0: a random port, not the one --self advertises.
+    [['--self', self, '--port='], /bad --port/],
+    [['--self', self, '--port', '0x50'], /bad --port/],
+    [['--self', self, '--max-size', '1e9'], /bad --max-size/],
+    // The handler may not hide this process's own routes, nor they it.
+    [['--self', self, '--path', '/healthz'], /own routes/],
+    [['--self', self, '--path', '/metrics/'], /own routes/],
+    [['--self', self, '--path', '/fetch'], /own routes/]
+  ]
+  for (const [args, message] of cases) {
+    const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    running.push({ proc, lines: [], waitFor: async () => ({}) })
+    let stderr = ''
+    proc.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+    const [code] = await once(proc, 'exit')
+    assert.equal(code, 2, args.join(' '))
+    assert.match(stderr, message)
+    assert.match(stderr, /usage: forwardcache/)
+  }
+})
+
+test('a standalone peer whose --self has a path answers the peers under it; /fetch checks q as every other way in does', { timeout: 30_000 }, async () => {
+  const port = await freePort()
+  const self = `http://127.0.0.1:${port}/cache`
+  const r = run(['--self', self, '--host', '127.0.0.1'])
+  running.push(r)
+  await r.waitFor('listening')
+  // What another peer sends to this one: its base URL, then the handler path.
+  const url = `${origin.url}/under-a-base-path`
+  const wire = await request(`${self}/proxy?q=${encodeURIComponent(url)}`)
+  assert.equal(wire.statusCode, 200)
+  assert.equal(await wire.body.text(), 'body of /under-a-base-path')
+  const before = origin.count()
+  for (const q of ['ftp://127.0.0.1/x', 'file:///etc/passwd', `http://user:pw@127.0.0.1:${new URL(origin.url).port}/u`, `${origin.url}/a\tb`]) {
+    const res = await request(`http://127.0.0.1:${port}/fetch?q=${encodeURIComponent(q)}`)
+    assert.equal(res.statusCode, 400, q)
+    assert.match(await res.body.text(), /^bad q: /)
+  }
+  assert.equal(origin.count(), before)
+  r.proc.kill('SIGTERM')
+  await once(r.proc, 'exit')
 })

@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict'
+import dns from 'node:dns'
+import { once } from 'node:events'
 import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { Agent, request } from 'undici'
 import { Client, Peer } from '../src/index.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
+import { deferred } from './helpers/peers.js'
 
 let origin: CountingOrigin
 let peer: Peer
@@ -275,5 +278,65 @@ describe('Client and fallbacks', () => {
     assert.throws(() => new Peer({ self: 'http://a', peers: 'http://a' as unknown as string[] }), /expected opts.peers to be an array/)
     assert.throws(() => new Peer({ self: 'http://a', path: 'proxy' }), /opts.path/)
     assert.throws(() => new Client({} as unknown as { peers: string[] }), /opts.peers/)
+  })
+})
+
+describe('admission without a secret', () => {
+  test('a caller that hangs up while its address is being resolved leaves no request behind: no fetch, no slot, close() resolves', { timeout: 15_000 }, async () => {
+    // The pool is named by host name, so an address is let in only once the name is
+    // resolved. The system resolver cannot be made slow on purpose: the lookup is held
+    // here until the caller has gone, as a slow DNS server would hold it.
+    const realLookup = dns.promises.lookup
+    const gate = deferred()
+    let lookups = 0
+    dns.promises.lookup = (async (...args: Parameters<typeof realLookup>) => {
+      lookups++
+      await gate.promise
+      return await realLookup(...args)
+    }) as typeof realLookup
+    const big = await startOrigin((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'no-store', 'content-length': 32 << 20 })
+      const chunk = Buffer.alloc(1 << 20, 97)
+      let sent = 0
+      const pump = (): void => {
+        while (sent < 32) {
+          sent++
+          if (!res.write(chunk)) { res.once('drain', pump); return }
+        }
+        res.end()
+      }
+      pump()
+    })
+    const serverClosed: Array<Promise<unknown>> = []
+    const { server: s, url } = await listen(() => {})
+    s.on('connection', (socket) => serverClosed.push(once(socket, 'close')))
+    const self = url.replace('127.0.0.1', 'localhost')
+    const p = new Peer({ self, peers: [self], trustLoopback: false, maxHandlerRequests: 1 })
+    s.removeAllListeners('request')
+    s.on('request', p.handler())
+    try {
+      await p.ready
+      const target = `${big.url}/large`
+      const socket = net.connect(Number(new URL(url).port), '127.0.0.1')
+      await once(socket, 'connect')
+      socket.write(`GET /proxy?q=${encodeURIComponent(target)} HTTP/1.1\r\nHost: x\r\n\r\n`)
+      while (lookups === 0) await new Promise((resolve) => setImmediate(resolve))
+      socket.destroy()
+      await Promise.all(serverClosed)
+      gate.resolve()
+      // The name is resolved now: the next caller from the same address gets in, and gets a
+      // slot of the one there is.
+      const res = await request(`${url}/proxy?q=${encodeURIComponent(`${origin.url}/after-hang-up`)}`, { dispatcher: agent })
+      assert.equal(res.statusCode, 200)
+      assert.equal(await res.body.text(), 'body of /after-hang-up')
+      assert.equal(big.count(), 0)
+      assert.equal(p.inFlight, 0)
+    } finally {
+      dns.promises.lookup = realLookup
+      gate.resolve()
+      await p.close()
+      await stop(s)
+      await big.close()
+    }
   })
 })

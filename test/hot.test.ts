@@ -74,3 +74,37 @@ test('a body the owner would not store (close-delimited) is not copied hot eithe
     await origin.close()
   }
 })
+
+test('a hot copy never answers a request with a precondition or a range: the owner does', async () => {
+  const origin = await startOrigin((req, res) => {
+    if (req.headers['if-match'] !== undefined && req.headers['if-match'] !== '"v1"') {
+      res.writeHead(412, { 'content-length': 0 })
+      res.end()
+      return
+    }
+    res.writeHead(200, { etag: '"v1"', 'cache-control': 'max-age=60', 'content-length': 2 })
+    res.end('v1')
+  })
+  const cluster = await startLocalPeers(2, { hotThreshold: 1 })
+  const [a, b] = cluster.peers as [Peer, Peer]
+  try {
+    const [url] = ownedBy(a, b.self, (i) => `${origin.url}/p${i}`) as [string]
+    const get = async (dispatcher: Peer, headers: Record<string, string> = {}): Promise<{ status: number, body: string, cacheStatus: string }> => {
+      const res = await request(url, { dispatcher, headers })
+      return { status: res.statusCode, body: await res.body.text(), cacheStatus: String(res.headers['cache-status']) }
+    }
+    await get(a)
+    assert.match((await get(a)).cacheStatus, /detail=hot/)
+    assert.equal((await get(b, { 'if-match': '"v0"' })).status, 412)
+    assert.equal((await get(a, { 'if-match': '"v0"' })).status, 412)
+    assert.equal((await get(a, { 'if-unmodified-since': 'Thu, 01 Jan 1970 00:00:00 GMT' })).status, 200)
+    const range = await get(a, { range: 'bytes=0-0' })
+    assert.deepEqual([range.status, range.body], [206, 'v'])
+    // Only the plain GET was answered from the hot copy; the rest went to the owner.
+    assert.equal(a.stats().hotHits, 1)
+    assert.equal(b.stats().servedForPeers, 4)
+  } finally {
+    await cluster.close()
+    await origin.close()
+  }
+})

@@ -432,3 +432,23 @@ describe('without a secret', () => {
     assert.deepEqual(closed.codes.filter((c) => c === 'FORWARDCACHE_UNAUTHENTICATED'), [])
   })
 })
+
+test('a signature is accepted in its one canonical base64url spelling, never in the three others that decode to the same bytes', () => {
+  const now = Date.parse('2030-01-01T00:00:00Z')
+  const signer = new Signer([SECRET], WINDOW, () => now)
+  const url = 'http://origin.example/x'
+  const audience = 'http://b.example:8080'
+  const header = signer.sign('GET', url, audience)
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+  // 43 characters carry 258 bits of a 256-bit HMAC: the last one's two low bits are padding.
+  const last = alphabet.indexOf(header.slice(-1))
+  const others = [0, 1, 2, 3].map((k) => (last & ~3) | k).filter((i) => i !== last).map((i) => header.slice(0, -1) + (alphabet[i] as string))
+  assert.equal(others.length, 3)
+  for (const forged of others) {
+    assert.equal(Buffer.from(forged.slice(-43), 'base64url').equals(Buffer.from(header.slice(-43), 'base64url')), true)
+    assert.deepEqual(signer.verify('GET', url, audience, forged), { ok: false, reason: 'malformed signature' })
+  }
+  assert.deepEqual(signer.verify('GET', url, audience, header), { ok: true })
+  assert.deepEqual(signer.verify('GET', url, audience, header), { ok: false, reason: 'replayed signature' })
+  for (const forged of others) assert.equal(signer.verify('GET', url, audience, forged).ok, false)
+})

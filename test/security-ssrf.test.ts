@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { Agent, errors, request, type Dispatcher } from 'undici'
 import { originMatcher } from '../src/security/address-policy.js'
+import { Peer } from '../src/index.js'
 import { startCanary, startPeers, type Canary, type MountedPeer } from './helpers/hostile.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
 import { ownedBy } from './helpers/peers.js'
@@ -231,6 +232,25 @@ describe('the origins allowlist', () => {
     assert.equal(m([/^https:\/\/[a-z]+\.example\.com$/], 'https://cdn.example.com.evil.net/'), false)
     assert.equal(m(['[::1]'], 'http://[::1]:8080/'), true)
     assert.equal(m([], 'https://example.com/'), false)
+  })
+
+  test('originMatcher: host rules are read as URLs spell hosts, ports as effective ports, and a /g RegExp answers the same every time', () => {
+    const m = (rules: Array<string | RegExp>, url: string): boolean => originMatcher(rules)(new URL(url))
+    assert.equal(m(['[::1]:8080'], 'http://[::1]:8080/'), true)
+    assert.equal(m(['[::1]:8080'], 'http://[::1]:8081/'), false)
+    assert.equal(m(['[0:0::1]'], 'http://[::1]/'), true)
+    assert.equal(m(['example.com:443'], 'https://example.com/'), true)
+    assert.equal(m(['example.com:443'], 'http://example.com/'), false)
+    assert.equal(m(['example.com:80'], 'http://example.com/'), true)
+    assert.equal(m(['example.com:80'], 'https://example.com/'), false)
+    assert.equal(m(['bücher.example'], 'http://bücher.example/'), true)
+    assert.equal(m(['*.bücher.example'], 'http://www.xn--bcher-kva.example/'), true)
+    const global = /^http:\/\/example\.com$/g
+    assert.deepEqual([1, 2, 3, 4].map(() => m([global], 'http://example.com/')), [true, true, true, true])
+    // A rule that is no host at all is refused when the Peer is made, not silently never matched.
+    for (const bad of ['::1', 'example.com/path', 'user@example.com', 'exa mple.com']) {
+      assert.throws(() => new Peer({ self: 'http://127.0.0.1:1', origins: [bad] }), /expected opts\.origins\[0\]/, bad)
+    }
   })
 })
 

@@ -4,7 +4,7 @@ import type { CallerHandler } from '../dispatch/compat.js'
 import type { CallerController } from '../dispatch/controller.js'
 import { headerString, toRawHeaders, type ResponseHeaders } from '../headers.js'
 import type { CacheRequest } from './local-cache.js'
-import { CACHE_NAME, UNFRAMED } from './local-cache.js'
+import { CACHE_NAME, coalescable, UNFRAMED } from './local-cache.js'
 import { computeFreshness, currentAge, decideReuse, decideStorage, varyMatches } from './policy.js'
 import { replay } from './replay.js'
 import { BodyRecorder } from './body-recorder.js'
@@ -45,6 +45,10 @@ export class HotCache {
 
   /** Serves a fresh hot copy; false when there is none. */
   tryServe (req: CacheRequest, sink: CallerHandler, ctl: CallerController): boolean {
+    // A range, a validation or a precondition (If-Match, If-Unmodified-Since, If-Range) gets
+    // the owner's answer: a hot copy replays whole 200s only, and must not answer differently
+    // from the owner.
+    if (!coalescable(req)) return false
     const variants = this.#store.get(req.host, req.key)
     if (variants === undefined) return false
     const now = this.#o.now()
@@ -52,7 +56,6 @@ export class HotCache {
       if (!varyMatches(v.freshness, req.headers)) continue
       // Only fresh: validation and stale service are the owner's business.
       if (decideReuse(v.freshness, req.directives, req.headers, now).action !== 'fresh') return false
-      if (req.headers['if-none-match'] !== undefined || req.headers['if-modified-since'] !== undefined) return false
       this.hits++
       const age = Math.floor(currentAge(v.freshness, now))
       let hit = v.hit

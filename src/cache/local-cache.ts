@@ -63,6 +63,9 @@ const ORIGIN_CONDITIONALS = ['if-match', 'if-unmodified-since', 'if-range']
 const DIGITS = /^[0-9]+$/
 const LATE_WAIT_MS = 1000
 
+// Invalidations remembered for the origin fetches in flight (LocalCache.invalidatedSince).
+const MAX_REMEMBERED_INVALIDATIONS = 4096
+
 /** A 304 answer to a caller's conditional request: the stored response's metadata only. */
 const NO_BODY: readonly Buffer[] = []
 const NO_HEADERS: ResponseHeaders = Object.freeze({}) as ResponseHeaders
@@ -161,9 +164,10 @@ export function coalescable (req: CacheRequest): boolean {
 
 /**
  * May a response fetched for `leader` be given to a request that joined it? Only one a
- * shared cache could store and reuse for that request: not private, no Set-Cookie, and the
- * same values for every field it varies on. The storage decision depends on the leader and
- * the response only, so it is made once per response; each joiner then costs a Vary check.
+ * shared cache could store and reuse for that request as it came: not private, no
+ * Set-Cookie, no field that storing strips, and the same values for every field it varies on.
+ * The storage decision depends on the leader and the response only, so it is made once per
+ * response; each joiner then costs a Vary check.
  */
 export function shareTest (leader: CacheRequest): ShareTest {
   let seenStatus = 0
@@ -174,7 +178,11 @@ export function shareTest (leader: CacheRequest): ShareTest {
       seenStatus = status
       seenHeaders = headers
       const decision = decideStorage('GET', leader.headers, status, headers)
-      freshness = decision.store ? computeFreshness(status, leader.headers, decision.headers, 0, 0) : null
+      // RFC 9111 sections 5.2.2.4 and 5.2.2.7: fields named by private="..." or no-cache="..."
+      // are stripped from what is stored, but a joiner would get the leader's response as it
+      // came (its Set-Cookie included). Such a response is not shared; joiners are served
+      // from the stored, stripped entry instead.
+      freshness = decision.store && decision.headers === headers ? computeFreshness(status, leader.headers, headers, 0, 0) : null
     }
     return freshness !== null && varyMatches(freshness, joiner as RequestHeaders)
   }
@@ -216,7 +224,8 @@ export class LocalCache {
     const { store, counters, now } = this.#o
     const host = req.host
     const row = counters.hostRow(host)
-    row.requests++
+    // A request served again after waiting for a fetch was counted on its first pass.
+    if (mayJoin) row.requests++
     if (hasOriginPrecondition(req.headers)) {
       counters.add('misses')
       counters.addHost(host, 'misses')
@@ -341,8 +350,37 @@ export class LocalCache {
     this.#lead(bg, sink, ctl, hasValidator(stale.freshness) ? stale : undefined, 'stale', stale)
   }
 
+  // RFC 9111 section 4.4 drops what is stored, but an origin fetch already in flight read its
+  // response before the unsafe request changed the resource: stored after the invalidation,
+  // it would be served as fresh. Fetches note the sequence number when they start and store
+  // nothing if their key was invalidated since. The table keeps the latest invalidations; an
+  // older fetch than what it has forgotten stores nothing (a miss more, never a stale hit).
+  #sequence = 0
+  readonly #invalidatedAt = new Map<string, number>()
+  #forgottenUpTo = 0
+
+  /** The number an origin fetch starting now notes, for invalidatedSince(). */
+  get sequence (): number {
+    return this.#sequence
+  }
+
+  /** Was `key` invalidated after a fetch that noted `sequence` started? */
+  invalidatedSince (key: string, sequence: number): boolean {
+    if (sequence < this.#forgottenUpTo) return true
+    const at = this.#invalidatedAt.get(key)
+    return at !== undefined && at > sequence
+  }
+
   /** Drops every stored variant of a URL (RFC 9111 section 4.4). */
   invalidate (url: URL): void {
+    const seq = ++this.#sequence
+    this.#invalidatedAt.delete(url.href)
+    this.#invalidatedAt.set(url.href, seq)
+    if (this.#invalidatedAt.size > MAX_REMEMBERED_INVALIDATIONS) {
+      const [oldestKey, oldest] = this.#invalidatedAt.entries().next().value as [string, number]
+      this.#invalidatedAt.delete(oldestKey)
+      this.#forgottenUpTo = oldest
+    }
     this.#o.secondTier?.delete(url)
     const n = this.#o.store.delete(url.host, url.href)
     if (n > 0) this.#o.counters.add('invalidations')
@@ -469,8 +507,9 @@ export class LocalCache {
   }
 
   /** RFC 9111 section 4.3.5: freshen (or drop) a stored GET from a HEAD response. */
-  updateFromHead (req: CacheRequest, stored: StoredResponse, head: ResponseHeaders, requestTime: number): void {
+  updateFromHead (req: CacheRequest, stored: StoredResponse, head: ResponseHeaders, requestTime: number, sequence: number): void {
     const { store, now } = this.#o
+    if (this.invalidatedSince(req.key, sequence)) return
     const same = (name: string): boolean => {
       const a = headerString(stored.headers, name)
       const b = headerString(head, name)
@@ -533,6 +572,8 @@ class OriginResponseHandler implements Handler {
   readonly #stale: StoredResponse | undefined
   readonly #started = performance.now()
   readonly #deadline: Deadline
+  // The cache's invalidation sequence when this fetch started.
+  readonly #sequence: number
 
   #status = 0
   // The origin failed with a 5xx and a stale copy answers instead: swallow the 5xx's body.
@@ -559,6 +600,7 @@ class OriginResponseHandler implements Handler {
     this.#settled = settled
     this.#stale = stale
     this.#body = new BodyRecorder(o.maxEntrySize)
+    this.#sequence = cache.sequence
     this.#deadline = new Deadline(o.originTimeout, (err) => this.onResponseError(null, err))
   }
 
@@ -582,6 +624,10 @@ class OriginResponseHandler implements Handler {
     const headers = endToEndResponseHeaders(rawHeaders)
     this.#status = status
     this.#statusText = statusText ?? ''
+    // RFC 9110 section 6.6.1: a response cached or passed on without a Date gets the time it
+    // was received. A 304 too: its fields replace the stored ones, and a refreshed entry that
+    // kept its old Date would be as old as before, stale again at once.
+    if (headers.date === undefined) headers.date = new Date(this.#o.now()).toUTCString()
 
     if (status === 304 && this.#validating !== undefined) {
       // Handled at the end: the 304 has no body to pass on, and the refreshed stored response
@@ -595,9 +641,6 @@ class OriginResponseHandler implements Handler {
       return
     }
 
-    // RFC 9110 section 6.6.1: a response cached or passed on without a Date gets the time it
-    // was received.
-    if (headers.date === undefined) headers.date = new Date(this.#o.now()).toUTCString()
     let detail = ''
     if (req.method === 'GET') {
       const decision = decideStorage(req.method, req.headers, status, headers)
@@ -624,7 +667,7 @@ class OriginResponseHandler implements Handler {
     if (req.method === 'HEAD' && status === 200 && this.#stale !== undefined) {
       // RFC 9111 section 4.3.5: a HEAD response updates the stored GET it describes, or, when
       // its validators or length say the representation changed, that stored GET is dropped.
-      this.#cache.updateFromHead(req, this.#stale, headers, this.#requestTime)
+      this.#cache.updateFromHead(req, this.#stale, headers, this.#requestTime, this.#sequence)
     } else if (this.#validating !== undefined && !this.#body.recording && status < 500) {
       // A full response that replaces a stored one we were validating: the old one is gone
       // whether or not the new one may be stored (RFC 9111 section 4.3.3).
@@ -676,7 +719,7 @@ class OriginResponseHandler implements Handler {
       }
       const { served, kept } = refreshEntry(req, old, this.#notModified, this.#requestTime, now())
       if (kept === undefined) store.delete(req.host, req.key)
-      else if (store.put(req.host, req.key, kept, old)) this.#o.secondTier?.write(req, kept)
+      else if (!this.#cache.invalidatedSince(req.key, this.#sequence) && store.put(req.host, req.key, kept, old)) this.#o.secondTier?.write(req, kept)
       this.#settled()
       this.#cache.serveValidated(req, served, this.#sink, this.#ctl)
       return
@@ -702,7 +745,7 @@ class OriginResponseHandler implements Handler {
         freshness: computeFreshness(this.#status, req.headers, this.#headers, this.#requestTime, now()),
         size: entrySize(req.key, headers, this.#body.bytes)
       }
-      if (store.put(req.host, req.key, stored, this.#validating)) {
+      if (!this.#cache.invalidatedSince(req.key, this.#sequence) && store.put(req.host, req.key, stored, this.#validating)) {
         counters.add('stored')
         this.#o.secondTier?.write(req, stored)
         if (channels.store.hasSubscribers) channels.store.publish({ self: this.#o.self, url: req.key, status: stored.status, bytes: stored.size })

@@ -44,19 +44,43 @@ export class SecondTier {
   readonly #store: CacheStore
   readonly #maxEntrySize: number
   readonly #onError: (err: Error) => void
+  readonly #timeoutMs: number
 
-  constructor (store: CacheStore, maxEntrySize: number, onError: (err: Error) => void) {
+  /** @param timeoutMs how long a lookup may take, body included, before it counts as a miss. */
+  constructor (store: CacheStore, maxEntrySize: number, onError: (err: Error) => void, timeoutMs: number) {
     this.#store = store
     this.#maxEntrySize = maxEntrySize
     this.#onError = onError
+    this.#timeoutMs = timeoutMs
   }
 
   #key (url: URL, headers?: RequestHeaders): CacheKey {
     return { origin: url.origin, method: 'GET', path: url.pathname + url.search, ...(headers === undefined ? {} : { headers }) }
   }
 
-  /** A stored response for the request, or undefined. Never rejects. */
-  async lookup (req: CacheRequest): Promise<StoredResponse | undefined> {
+  /**
+   * A stored response for the request, or undefined: also when the store has not answered
+   * within the timeout (its late answer is dropped). Never rejects.
+   */
+  lookup (req: CacheRequest): Promise<StoredResponse | undefined> {
+    return new Promise((resolve) => {
+      let settled = false
+      const timer = setTimeout(() => {
+        settled = true
+        this.#onError(new Error(`the store did not answer a lookup within ${this.#timeoutMs} ms`))
+        resolve(undefined)
+      }, this.#timeoutMs)
+      timer.unref()
+      void this.#lookup(req).then((found) => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        resolve(found)
+      })
+    })
+  }
+
+  async #lookup (req: CacheRequest): Promise<StoredResponse | undefined> {
     try {
       const found = await this.#store.get(this.#key(req.url, req.headers))
       if (found === undefined) return undefined

@@ -67,7 +67,9 @@ class LegacyCaller extends CallerController implements CallerHandler {
     // requests through young-generation GCs and then pretenure undici's response objects,
     // which cost a fifth of the hit rate for the rest of the process (bench/README.md).
     const resume = (): void => { this.#controller?.resume() }
-    if (this.#handler.onHeaders?.(statusCode, rawHeaders, resume, statusMessage) === false) {
+    // An interim response's false is not backpressure: fetch answers false to every 1xx, and
+    // undici's own client ignores it there too. Pausing would hold the final response for good.
+    if (this.#handler.onHeaders?.(statusCode, rawHeaders, resume, statusMessage) === false && statusCode >= 200) {
       controller.pause()
     }
   }

@@ -107,9 +107,16 @@ export class Fanout implements CallerHandler {
     sub.queue = []
     sub.sink.onResponseError(sub.ctl, reason)
     if (this.#subs.size === 0) {
-      // Nobody is left to read it: stop the upstream.
+      // Nobody is left to read it: stop the upstream, and take no one else in. A caller that
+      // joined now would get this caller's abort once the upstream (still connecting, say)
+      // took it; those waiting for the end go their own way at once.
+      this.#open = false
       this.#clearStall()
-      if (!this.#settled) this.ctl.abort(reason)
+      if (!this.#settled) {
+        this.ctl.abort(reason)
+        this.#settle()
+        this.#onStall()
+      }
     } else {
       this.#steer()
     }
@@ -128,6 +135,10 @@ export class Fanout implements CallerHandler {
       if (!this.ctl.paused) {
         this.ctl.pause()
         if (this.#stallMs > 0) this.#arm(this.#waitMs, true)
+      } else if (this.#stallTimer === null && this.#stallMs > 0 && !allPaused) {
+        // The timer ran out while every reader happened to be paused, and a reader is back,
+        // still held by one that lags: time that one again, or the reader waits for ever.
+        this.#arm(this.#stallMs, false)
       }
     } else if (this.ctl.paused) {
       this.#clearStall()

@@ -122,20 +122,52 @@ export function guardedConnector (options: { timeout: number, blockPrivate: bool
 /** One entry of opts.origins: a host, host:port, *.suffix, a full origin, or a RegExp over the origin. */
 export type OriginRule = string | RegExp
 
+/**
+ * A host or host:port rule of opts.origins, spelled as URLs spell hosts: lower case, IDNs in
+ * punycode, IPv6 in brackets and compressed. The port, when given, is compared with a URL's
+ * effective port, so `example.com:443` matches `https://example.com`. Undefined when the rule
+ * is not a host (a path, userinfo, an empty name).
+ */
+export function parseHostRule (rule: string): { hostname: string, port: string | undefined } | undefined {
+  let url: URL
+  try {
+    url = new URL(`http://${rule}`)
+  } catch {
+    return undefined
+  }
+  if (url.hostname === '' || url.username !== '' || url.password !== '' || url.pathname !== '/' || url.search !== '' || url.hash !== '' || rule.endsWith('/')) return undefined
+  // new URL drops :80 for http:, which the rule did name.
+  const port = url.port !== '' ? url.port : /:\d+$/.test(rule) && !rule.endsWith(']') ? '80' : undefined
+  return { hostname: url.hostname, port }
+}
+
+function effectivePort (url: URL): string {
+  return url.port !== '' ? url.port : url.protocol === 'https:' ? '443' : '80'
+}
+
 /** Compiles opts.origins into a predicate over URLs. */
 export function originMatcher (rules: readonly OriginRule[]): (url: URL) => boolean {
   const tests = rules.map((rule): ((url: URL) => boolean) => {
-    if (rule instanceof RegExp) return (url) => rule.test(url.origin)
-    const r = rule.toLowerCase()
-    if (r.includes('://')) {
-      const origin = new URL(r).origin
+    if (rule instanceof RegExp) {
+      // A global or sticky RegExp keeps lastIndex between test() calls and would alternate
+      // between matching and not: a copy without those flags answers the same every time.
+      const re = rule.global || rule.sticky ? new RegExp(rule.source, rule.flags.replace(/[gy]/g, '')) : rule
+      return (url) => re.test(url.origin)
+    }
+    if (rule.includes('://')) {
+      const origin = new URL(rule).origin
       return (url) => url.origin === origin
     }
-    if (r.startsWith('*.')) {
-      const suffix = r.slice(1)
+    if (rule.startsWith('*.')) {
+      const parsed = parseHostRule(`x${rule.slice(1)}`)
+      if (parsed === undefined) return () => false
+      const suffix = parsed.hostname.slice(1)
       return (url) => url.hostname.endsWith(suffix) && url.hostname.length > suffix.length
     }
-    return r.includes(':') && !r.startsWith('[') ? (url) => url.host === r : (url) => url.hostname === r
+    const parsed = parseHostRule(rule)
+    if (parsed === undefined) return () => false
+    const { hostname, port } = parsed
+    return port === undefined ? (url) => url.hostname === hostname : (url) => url.hostname === hostname && effectivePort(url) === port
   })
   return (url) => tests.some((t) => t(url))
 }

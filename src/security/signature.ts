@@ -53,6 +53,11 @@ export class Signer {
     const now = this.#now()
     if (Math.abs(now - Number(t) * 1000) > this.#windowMs) return { ok: false, reason: 'expired signature' }
     const given = Buffer.from(s, 'base64url')
+    // 43 base64url characters carry 258 bits for a 256-bit HMAC: the last character's low two
+    // bits are dropped when decoding, so four spellings decode to the same signature. Only
+    // the canonical one is accepted, or a captured request could be replayed three more times
+    // under the other spellings, which the replay table would see as new.
+    if (given.toString('base64url') !== s) return { ok: false, reason: 'malformed signature' }
     let good = false
     for (const secret of this.#secrets) {
       const expected = mac(secret, method, url, audience, t, nonce)
