@@ -369,11 +369,12 @@ describe('stale-if-error (RFC 5861)', () => {
   let origin: CountingOrigin
   let peer: Peer
   let failing = false
+  let failStatus = 500
 
   before(async () => {
     origin = await startOrigin((req, res) => {
       if (failing) {
-        res.writeHead(500, { 'content-type': 'text/plain', 'cache-control': 'no-store', 'content-length': 4 })
+        res.writeHead(failStatus, { 'content-type': 'text/plain', 'cache-control': 'no-store', 'content-length': 4 })
         res.end('boom')
         return
       }
@@ -404,6 +405,21 @@ describe('stale-if-error (RFC 5861)', () => {
     const late = await get(peer, url)
     assert.equal(late.status, 500, 'past the window the error goes through')
     failing = false
+  })
+
+  test('only 500, 502, 503 and 504 count as errors a stale response may stand in for: 501 and 505 go through', async () => {
+    for (const [status, stands] of [[503, true], [504, true], [502, true], [501, false], [505, false], [507, false]] as const) {
+      const url = `${origin.url}/sie/status-${status}`
+      assert.equal((await get(peer, url)).body, `v1 of /sie/status-${status}`)
+      clock += 5_000
+      failing = true
+      failStatus = status
+      const res = await get(peer, url)
+      failing = false
+      failStatus = 500
+      assert.equal(res.status, stands ? 200 : status, String(status))
+      if (stands) assert.match(String(res.headers['cache-status']), /stale-if-error/)
+    }
   })
 
   test('a stale response is served when the origin is down (connection refused), within staleOnDisconnect only', { timeout: 20_000 }, async () => {

@@ -63,6 +63,8 @@ const ORIGIN_CONDITIONALS = ['if-match', 'if-unmodified-since', 'if-range']
 const DIGITS = /^[0-9]+$/
 const LATE_WAIT_MS = 1000
 
+const STALE_IF_ERROR_STATUSES: ReadonlySet<number> = new Set([500, 502, 503, 504])
+
 // Invalidations remembered for the origin fetches in flight (LocalCache.invalidatedSince).
 const MAX_REMEMBERED_INVALIDATIONS = 4096
 
@@ -636,7 +638,9 @@ class OriginResponseHandler implements Handler {
       return
     }
 
-    if (status >= 500 && this.#stale !== undefined && staleIfErrorAllows(this.#stale.freshness, req.directives, this.#o.now())) {
+    // RFC 5861 section 4: the errors a stale response may stand in for are 500, 502, 503 and
+    // 504; a 501 or a 505 is the origin's real answer to this request.
+    if (STALE_IF_ERROR_STATUSES.has(status) && this.#stale !== undefined && staleIfErrorAllows(this.#stale.freshness, req.directives, this.#o.now())) {
       this.#replacedByStale = true
       return
     }
