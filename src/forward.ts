@@ -18,9 +18,12 @@ export const ERROR_HEADER = 'forwardcache-error'
 // Owner errors after which the caller is better served by the origin directly. The others
 // (a refused origin, a loop, a malformed request) are answers: falling back would go around
 // the owner's policy, so they reach the caller as they are.
-const FALL_BACK_ON = new Set(['origin-unreachable', 'origin-timeout', 'closing', 'unauthorized', 'overloaded'])
+// `not-found` (the owner's handler is mounted on another path) and `forbidden-peer` (the owner
+// does not count this peer's address as the pool's) are a pool set up wrong: passed on, they
+// would reach callers as if the origin had said 404 or 403 for every URL that owner has.
+const FALL_BACK_ON = new Set(['origin-unreachable', 'origin-timeout', 'closing', 'unauthorized', 'overloaded', 'not-found', 'forbidden-peer'])
 // Of those, the ones that say the owner itself is unusable (counted towards ejection).
-const PEER_FAULTS = new Set(['closing', 'unauthorized'])
+const PEER_FAULTS = new Set(['closing', 'unauthorized', 'not-found', 'forbidden-peer'])
 
 export interface PassThroughHooks {
   /**

@@ -144,7 +144,9 @@ export abstract class Router extends Dispatcher {
         bodyTimeout: this.options.peerTimeout
       })
       await res.body.dump()
-      return res.headers[ERROR_HEADER] !== undefined && res.statusCode !== 503
+      // A request without q is what a working owner refuses as missing-q. Any other answer
+      // (closing, not-found on another path, forbidden-peer for this address) keeps it out.
+      return res.headers[ERROR_HEADER] === 'missing-q'
     } catch {
       return false
     }

@@ -225,6 +225,39 @@ describe('readmission of an ejected peer', () => {
     await origin?.close()
   })
 
+  for (const [status, code, why] of [[404, 'not-found', 'its handler is on another path'], [403, 'forbidden-peer', 'it does not count this peer\'s address as the pool\'s']] as const) {
+    test(`an owner that answers ${status} ${code} (${why}) is ejected, its keys are served from the origin, and probes keep it out`, { timeout: 20_000 }, async () => {
+      let probes = 0
+      let forwards = 0
+      const { server: xServer, url: xUrl } = await listen((req, res) => {
+        if ((req.url ?? '').includes('?q=')) forwards++
+        else probes++
+        res.writeHead(status, { 'forwardcache-error': code, 'content-length': 2 })
+        res.end('no')
+      })
+      cleanup.push(() => stopServer(xServer))
+      const { server: aServer, url: aUrl } = await listen()
+      cleanup.push(() => stopServer(aServer))
+      const peerA = new Peer({ self: aUrl, peers: [aUrl, xUrl], ejectAfter: 1, ejectBackoff: 20 })
+      cleanup.push(() => peerA.destroy())
+      aServer.on('request', peerA.handler())
+      await peerA.ready
+      const [url, later] = ownedBy(peerA, xUrl, (i) => `${origin.url}/misconfigured-${code}/${i}`, 2) as [string, string]
+      const first = await get(peerA, url)
+      assert.equal(first.status, 200)
+      assert.equal(first.body, `body of ${new URL(url).pathname}`)
+      assert.match(String(first.headers['cache-status']), /fwd=bypass; detail=owner-unavailable/)
+      assert.deepEqual(peerA.ejectedPeers, [xUrl])
+      await waitFor(() => probes >= 2, 10_000, 'two probes of the ejected owner')
+      assert.deepEqual(peerA.ejectedPeers, [xUrl], 'a probe answered with another forwardcache error does not readmit it')
+      // Its keys are this peer's own meanwhile: cached here, not asked of it again.
+      assert.equal((await get(peerA, later)).status, 200)
+      assert.equal((await get(peerA, later)).status, 200)
+      assert.equal(forwards, 1)
+      assert.equal(origin.count(new URL(later).pathname), 1)
+    })
+  }
+
   test('a peer that was down is probed and readmitted once it answers again', { timeout: 20_000 }, async (t) => {
     const port = await freePort()
     const xUrl = `http://127.0.0.1:${port}`
