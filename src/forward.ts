@@ -219,6 +219,18 @@ export class ForwardHandler extends PassThroughHandler {
       this.#fallback(err, PEER_FAULTS.has(ownerError))
       return
     }
+    if (status >= 200 && ownerError === undefined && headers['cache-status'] === undefined) {
+      // Every answer of a forwardcache owner says Cache-Status or forwardcache-error. One
+      // with neither came from something in front of its handler (node:http's 431 for a
+      // request too large, a framework's 404, a proxy's 502): not the origin's answer, so it
+      // is not the caller's either. Not held against the owner: it may be this request alone.
+      this.clearDeadline()
+      this.#failed = true
+      const err = new PeerProtocolError(`the owner's server answered ${status} without forwardcache's fields`)
+      controller.abort(err)
+      this.#fallback(err, false)
+      return
+    }
     if (status >= 200) {
       this.#started = true
       this.#onSuccess()

@@ -132,7 +132,11 @@ export class Peer extends Router {
         if (req.headers.authorization !== undefined) this.direct(req, sink, ctl, 'authorization')
         else this.#cache.serve(req, sink, ctl)
       },
-      invalidate: (url) => this.#cache.invalidate(url)
+      // A DELETE reaches every peer: the owner drops its entry, the others their hot copies.
+      invalidate: (url) => {
+        this.hot?.invalidate(url)
+        this.#cache.invalidate(url)
+      }
     })
   }
 

@@ -1,7 +1,7 @@
 import { Agent, Dispatcher } from 'undici'
 import type { HotCache } from './cache/hot-cache.js'
 import type { CacheRequest } from './cache/local-cache.js'
-import { CACHE_NAME, coalescable, shareTest } from './cache/local-cache.js'
+import { CACHE_NAME, coalescable, onlyIfCachedMiss, shareTest } from './cache/local-cache.js'
 import { requestDirectives } from './cache/policy.js'
 import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
@@ -49,6 +49,9 @@ function hasBody (body: unknown): boolean {
   if (body instanceof Uint8Array) return body.byteLength > 0
   return true
 }
+
+// What a Proxy made by Router.compose() answers with the instance it stands for.
+const COMPOSED_TARGET = Symbol('forwardcache.composedTarget')
 
 /**
  * What Peer and Client share: a Dispatcher that routes each GET/HEAD to the URL's owner on a
@@ -254,7 +257,14 @@ export abstract class Router extends Dispatcher {
     // Upgrades (WebSocket, through setGlobalDispatcher as well) and CONNECT are tunnels, not
     // cacheable exchanges: they go to the origin untouched, with the caller's own handler.
     if (isObject && !this.#closed && ((upgrade !== undefined && upgrade !== null && upgrade !== false) || method === 'CONNECT')) {
-      return this.originDispatcher.dispatch(opts, handler)
+      // The origins allowlist holds for tunnels as for every other request.
+      const tunnelOrigin = typeof origin === 'string' ? origin : (origin as { origin?: unknown } | undefined)?.origin
+      let target: URL | undefined
+      try { target = new URL(String(tunnelOrigin)) } catch {}
+      if (target === undefined || this.originAllowed(target)) return this.originDispatcher.dispatch(opts, handler)
+      const refused = wrapCaller(handler, this.#completion)
+      refused.onResponseError(refused, new ForbiddenOriginError(target.origin))
+      return false
     }
     const sink = wrapCaller(handler, this.#completion)
     const ctl: CallerController = sink
@@ -307,6 +317,32 @@ export abstract class Router extends Dispatcher {
       return false
     }
     return true
+  }
+
+  /**
+   * undici's compose(), with this instance's own methods still usable on what it returns.
+   * undici returns a Proxy whose other properties are read off the instance unbound: called
+   * through the Proxy, close(), destroy(), stats() and the rest would run with the Proxy as
+   * `this`, and this class's private fields are not on the Proxy.
+   */
+  override compose (dispatchers: Dispatcher.DispatcherComposeInterceptor[]): Dispatcher.ComposedDispatcher
+  override compose (...dispatchers: Dispatcher.DispatcherComposeInterceptor[]): Dispatcher.ComposedDispatcher
+  override compose (...args: unknown[]): Dispatcher.ComposedDispatcher {
+    // `this` is the instance, or a Proxy made here when compose() is chained: undici's
+    // compose() then builds on that Proxy's dispatch, so earlier interceptors stay in.
+    const composed = (super.compose as (...a: unknown[]) => Dispatcher.ComposedDispatcher)(...args)
+    const dispatch = composed.dispatch
+    const instance = (this as unknown as Record<symbol, Router | undefined>)[COMPOSED_TARGET] ?? this
+    const proxy: Dispatcher.ComposedDispatcher = new Proxy(instance, {
+      get: (target, key) => {
+        if (key === 'dispatch') return dispatch
+        if (key === COMPOSED_TARGET) return target
+        if (key === 'compose') return (...more: unknown[]) => (Router.prototype.compose as (...a: unknown[]) => Dispatcher.ComposedDispatcher).apply(proxy, more)
+        const value: unknown = Reflect.get(target, key, target)
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+      }
+    }) as unknown as Dispatcher.ComposedDispatcher
+    return proxy
   }
 
   // Parsed target URLs by their raw spelling: parsing and normalising a URL costs more than
@@ -375,8 +411,12 @@ export abstract class Router extends Dispatcher {
     const query = target.query ??= encodeURIComponent(target.key)
     if (coalescable(req)) {
       // At most one forward per key in flight from this peer: identical requests that arrive
-      // before its response starts share it.
-      const flightKey = `${req.method} ${req.key}`
+      // before its response starts share it. Identical includes what they ask of the owner's
+      // cache: a no-cache or max-age=0 request must not be handed an answer to a request that
+      // took a stored or stale response, nor the other way round (RFC 9111 section 5.2.1).
+      const cc = req.headers['cache-control']
+      const pragma = req.headers.pragma
+      const flightKey = cc === undefined && pragma === undefined ? `${req.method} ${req.key}` : `${req.method} ${req.key}\n${cc ?? ''}\n${pragma ?? ''}`
       const existing = this.#forwards.get(flightKey)
       if (existing !== undefined && existing.join(sink, ctl, () => this.#forward(owner, query, req, sink, ctl, false), req.headers)) {
         this.counters.add('coalescedWaits')
@@ -434,6 +474,9 @@ export abstract class Router extends Dispatcher {
 
   /** Fetches from the origin without the cache, marking why in Cache-Status. */
   protected direct (req: CacheRequest, sink: CallerHandler, ctl: CallerController, why: string): void {
+    // Nothing from here on comes from a cache: a request that takes only stored responses
+    // gets the 504 the owner would have given it.
+    if (req.directives.has('only-if-cached')) return onlyIfCachedMiss(sink, ctl)
     this.counters.add('originFetches')
     const handler = new PassThroughHandler(sink, ctl, {
       cacheStatus: `${CACHE_NAME}; fwd=bypass; detail=${why}`,
@@ -503,25 +546,32 @@ export abstract class Router extends Dispatcher {
   }
 
   /**
-   * Drops a URL's stored responses on whichever peer owns it. For a remote owner, returns a
-   * promise that settles when the owner has answered (or failed to within peerTimeout); it
-   * never rejects.
+   * Drops a URL's stored responses everywhere in the pool: on its owner, and on every other
+   * peer, which may hold a hot copy of it, or an entry from when it owned the URL (before a
+   * pool change, or while the owner was ejected: an owner taken out of the ring for a while
+   * would otherwise keep serving what it stored before the change once it is back). Returns a
+   * promise that settles when the owner has answered (or failed to within peerTimeout), or
+   * undefined when this peer owns the URL; it never rejects. The others are not waited for:
+   * one that is down would hold every unsafe request for up to peerTimeout.
    */
   protected invalidate (url: URL): Promise<void> | undefined {
     this.hot?.invalidate(url)
+    this.invalidateOwned(url)
     const owner = this.#ring?.get(url.href)
-    if (owner === undefined || this.isSelf(owner)) {
-      this.invalidateOwned(url)
-      return undefined
+    let ownerDone: Promise<void> | undefined
+    for (const peer of this.#peers) {
+      if (this.isSelf(peer)) continue
+      const { pool, basePath } = this.#pools.get(peer)
+      const done = pool.request({
+        path: `${basePath}${this.options.path}?q=${encodeURIComponent(url.href)}`,
+        method: 'DELETE',
+        headers: this.#signed('DELETE', url.href, peer, { via: VIA }),
+        headersTimeout: this.options.peerTimeout,
+        bodyTimeout: this.options.peerTimeout
+      }).then((res) => res.body.dump(), () => {})
+      if (peer === owner) ownerDone = done
     }
-    const { pool, basePath } = this.#pools.get(owner)
-    return pool.request({
-      path: `${basePath}${this.options.path}?q=${encodeURIComponent(url.href)}`,
-      method: 'DELETE',
-      headers: this.#signed('DELETE', url.href, owner, { via: VIA }),
-      headersTimeout: this.options.peerTimeout,
-      bodyTimeout: this.options.peerTimeout
-    }).then((res) => res.body.dump(), () => {})
+    return ownerDone
   }
 
   /** Registers a request served on handler() so close() waits for it too. */
@@ -558,9 +608,10 @@ export abstract class Router extends Dispatcher {
   override close (): Promise<void>
   override close (callback: () => void): void
   override close (callback?: () => void): Promise<void> | void {
+    // Checked before anything changes, as undici does: a bad call must not half-close.
+    if (callback !== undefined && typeof callback !== 'function') throw new InvalidArgumentError('invalid callback')
     const done = this.#close()
     if (callback === undefined) return done
-    if (typeof callback !== 'function') throw new InvalidArgumentError('invalid callback')
     done.then(() => callback(), () => callback())
   }
 
@@ -581,6 +632,7 @@ export abstract class Router extends Dispatcher {
     let err: Error | null = null
     if (typeof errOrCallback === 'function') callback = errOrCallback
     else if (errOrCallback instanceof Error) err = errOrCallback
+    if (callback !== undefined && typeof callback !== 'function') throw new InvalidArgumentError('invalid callback')
     const done = this.#destroy(err ?? new ClientDestroyedError())
     if (callback === undefined) return done
     done.then(() => callback(), () => callback())

@@ -36,20 +36,37 @@ export function normaliseOriginUrl (input: string | URL): URL {
   return url
 }
 
-const PERCENT_TRIPLET = /%([0-9A-Fa-f]{2})/g
-
 /**
  * RFC 3986 section 6.2.2.2: a percent-encoded unreserved character (letters, digits, `-._~`)
  * is the same URL as the character itself, so it is decoded; section 6.2.2.1: the hex digits of
  * every other encoding are upper case. WHATWG URL does neither. A `%` not followed by two hex
  * digits stays as it is.
+ * A hex digit is left encoded right after such a stray `%` (or a stray `%` and one hex digit):
+ * decoded, it would make a triplet that was not there (`%%41a` would become `%Aa`, a byte 0xAA
+ * the next time round), so the result would mean something else and would not be stable.
  * Decoding cannot make a dot segment: WHATWG parsing has already resolved `%2e` segments.
  */
 export function tidyPercentEncoding (s: string): string {
-  return s.replace(PERCENT_TRIPLET, (triplet, hex: string) => {
-    const c = parseInt(hex, 16)
-    return isUnreserved(c) ? String.fromCharCode(c) : triplet.toUpperCase()
-  })
+  let out = ''
+  let from = 0
+  for (let i = s.indexOf('%'); i !== -1 && i + 2 < s.length; i = s.indexOf('%', i + 1)) {
+    const v1 = hexValue(s.charCodeAt(i + 1))
+    const v2 = hexValue(s.charCodeAt(i + 2))
+    if (v1 < 0 || v2 < 0) continue
+    const c = v1 * 16 + v2
+    out += s.slice(from, i)
+    if (isUnreserved(c) && !(hexValue(c) >= 0 && endsWithStrayPercent(out))) out += String.fromCharCode(c)
+    else out += s.slice(i, i + 3).toUpperCase()
+    from = i + 3
+    i += 2
+  }
+  return from === 0 ? s : out + s.slice(from)
+}
+
+/** Does `out` end with a `%` that starts no triplet, alone or with one hex digit after it? */
+function endsWithStrayPercent (out: string): boolean {
+  const n = out.length
+  return (n >= 1 && out.charCodeAt(n - 1) === 0x25) || (n >= 2 && out.charCodeAt(n - 2) === 0x25 && hexValue(out.charCodeAt(n - 1)) >= 0)
 }
 
 function isUnreserved (c: number): boolean {

@@ -121,3 +121,35 @@ test('DNS discovery against a real DNS server on loopback', async () => {
     await server.close()
   }
 })
+
+test('DNS discovery keeps the pool when one address family fails for a reason other than having no records', async () => {
+  const peer = new Peer({ self: 'http://10.0.0.1:3000' })
+  const errors: Error[] = []
+  let v4: string[] | Error = ['10.0.0.1', '10.0.0.2']
+  const resolver: DnsResolver = {
+    resolve4: async () => { if (v4 instanceof Error) throw v4; return v4 },
+    resolve6: async () => ['fd00::1', 'fd00::2'],
+    resolveSrv: async () => []
+  }
+  const discovery = new DnsDiscovery(peer, { name: 'x', port: 3000, resolver, interval: 3_600_000, onError: (e) => { errors.push(e); throw new Error('a careless onError') } })
+  const unhandled: unknown[] = []
+  const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
+  process.on('unhandledRejection', onUnhandled)
+  try {
+    await discovery.start()
+    assert.equal(peer.peers.length, 4)
+    v4 = Object.assign(new Error('queryA ETIMEOUT x'), { code: 'ETIMEOUT' })
+    await discovery.refresh()
+    assert.equal(peer.peers.length, 4, 'not shrunk to the IPv6 half')
+    assert.match(errors[0]?.message ?? '', /ETIMEOUT/)
+    v4 = Object.assign(new Error('queryA ENODATA x'), { code: 'ENODATA' })
+    await discovery.refresh()
+    assert.deepEqual(peer.peers, ['http://10.0.0.1:3000', 'http://[fd00::1]:3000', 'http://[fd00::2]:3000'])
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.deepEqual(unhandled, [])
+  } finally {
+    process.off('unhandledRejection', onUnhandled)
+    discovery.stop()
+    await peer.close()
+  }
+})

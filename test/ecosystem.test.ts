@@ -100,6 +100,31 @@ test('a Peer composes with undici interceptors (retry, redirect) in the document
   }
 })
 
+test('what compose() returns keeps the Peer\'s own methods, and compose() chains keep every interceptor', async () => {
+  const seen: string[] = []
+  const tag = (name: string): Dispatcher.DispatcherComposeInterceptor => (dispatch) => (opts, handler) => {
+    seen.push(name)
+    return dispatch(opts, handler)
+  }
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  const once = peer.compose(tag('inner'))
+  const twice = once.compose(tag('outer')) as unknown as Peer
+  try {
+    const res = await request(`${origin.url}/composed`, { dispatcher: twice })
+    assert.equal(await res.body.text(), 'body of /composed')
+    assert.deepEqual(seen, ['outer', 'inner'])
+    // Methods that read the Peer's private state, called on what compose() returned.
+    assert.equal(twice.stats().requests, 1)
+    assert.equal(twice.ownerOf(`${origin.url}/composed`), 'http://127.0.0.1:1')
+    assert.match(twice.metrics(), /forwardcache_requests_total/)
+    assert.equal(typeof twice.handler(), 'function')
+    await twice.close()
+    assert.equal(peer.closed, true)
+  } finally {
+    await peer.destroy()
+  }
+})
+
 test('the dns interceptor goes on the origin Agent: keys and Host keep the host name', async () => {
   let host = ''
   origin.route('/dns-named', (req, res) => {
@@ -159,6 +184,17 @@ test('upgrades (WebSocket and the like) pass through a Peer to the origin untouc
     let data = ''
     for await (const chunk of socket) data += String(chunk)
     assert.equal(data, 'hello through the tunnel')
+    // The origins allowlist holds for tunnels too: nothing connects to an origin not on it.
+    let upgrades = 0
+    server.on('upgrade', () => { upgrades++ })
+    const listed = new Peer({ self: 'http://127.0.0.1:1', origins: ['example.com'] })
+    try {
+      await assert.rejects(upgrade(`${url}/ws`, { dispatcher: listed, protocol: 'echo' }), { name: 'ForbiddenOriginError' })
+      await assert.rejects(listed.connect({ origin: url, path: '/' }), { name: 'ForbiddenOriginError' })
+      assert.equal(upgrades, 0)
+    } finally {
+      await listed.close()
+    }
   } finally {
     server.close()
     server.closeAllConnections()

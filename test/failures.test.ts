@@ -306,8 +306,12 @@ describe('nothing is retried once body bytes have been sent', () => {
   })
 
   test('an owner that dies mid-body is an error for the caller, not a fetch from the origin', { timeout: 20_000 }, async () => {
-    // A fake owner: answers the wire protocol with half a body, then cuts the connection.
-    const fake = await listen((_req, res) => cutShort(_req, res))
+    // A fake owner: answers the wire protocol (with the Cache-Status every owner's answer
+    // has) with half a body, then cuts the connection.
+    const fake = await listen((_req, res) => {
+      res.setHeader('cache-status', 'forwardcache; fwd=uri-miss; fwd-status=200')
+      cutShort(_req, res)
+    })
     cleanup.push(() => stopServer(fake.server))
     const { server, url: self } = await listen()
     cleanup.push(() => stopServer(server))

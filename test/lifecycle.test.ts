@@ -222,3 +222,14 @@ describe('close() and destroy() with requests in flight', () => {
     assert.equal(p.stats().cacheBytes, 0)
   })
 })
+
+test('close() and destroy() refuse a callback that is not a function before changing anything, as undici does', async () => {
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  const bad = 'x' as unknown as () => void
+  assert.throws(() => peer.close(bad), errors.InvalidArgumentError)
+  assert.equal(peer.closed, false)
+  assert.throws(() => peer.destroy(null, bad), errors.InvalidArgumentError)
+  assert.equal(peer.closed, false)
+  await peer.close()
+  assert.equal(peer.closed, true)
+})

@@ -57,6 +57,10 @@ function behavesAsSecondTier (name: string, makeStore: () => Promise<{ store: Ca
         const a = await get(second, `${prefix}/a`)
         assert.equal(a.body, `body of ${prefix}/a`)
         assert.match(a.status, /hit; detail=second-tier/)
+        // A hit, counted as one: not also as the LRU's miss.
+        const host = new URL(origin.url).host
+        assert.deepEqual([second.stats().localHits, second.stats().misses], [1, 0])
+        assert.deepEqual([second.stats().perHost[host]?.hits, second.stats().perHost[host]?.misses], [1, 0])
         await eventually(async () => (await store.get({ origin: origin.url, method: 'GET', path: '/lang?' + prefix, headers: { 'accept-language': 'fr' } })) !== undefined)
         assert.equal((await get(second, '/lang?' + prefix, { 'accept-language': 'fr' })).body, 'fr')
         const en = await get(second, '/lang?' + prefix, { 'accept-language': 'en' })

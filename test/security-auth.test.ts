@@ -300,6 +300,33 @@ describe('key rotation', () => {
 })
 
 describe('without a secret', () => {
+  test('a pool change while a pool host name is being resolved does not let the departed host\'s addresses in', async () => {
+    // 127.0.0.1 is let in only as an address of "localhost", a pool member that leaves the
+    // pool while its name is being looked up for this very request.
+    const l = await listen()
+    const self = 'http://127.0.0.5:3000'
+    const peer = new Peer({ self, peers: [self, 'http://localhost:4000'], trustLoopback: false })
+    const handler = peer.handler()
+    let first = true
+    l.server.on('request', (req, res) => {
+      handler(req, res)
+      if (first) peer.setPeers([self])
+      first = false
+    })
+    try {
+      await peer.ready
+      for (const path of ['/departed-1', '/departed-2']) {
+        const res = await wire(l.url, `${origin.url}${path}`)
+        assert.equal(res.status, 403, path)
+        assert.equal(res.headers['forwardcache-error'], 'forbidden-peer')
+      }
+      assert.equal(origin.count('/departed-1') + origin.count('/departed-2'), 0)
+    } finally {
+      await peer.close()
+      await stopServer(l.server)
+    }
+  })
+
   test('the handler serves loopback callers', async () => {
     const [p] = await startPeers([{}])
     try {

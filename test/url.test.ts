@@ -80,3 +80,20 @@ test('percent-encodings are put in one form: unreserved characters decoded, hex 
   }
   assert.equal(tidyPercentEncoding('%7e%7E%7f%7F'), '~~%7F%7F')
 })
+
+test('tidying percent-encodings is stable: a decoded hex digit never completes a triplet with a stray %', () => {
+  // %%41a decoded naively is %Aa, which the next normalisation (the owner's) reads as 0xAA.
+  assert.equal(tidyPercentEncoding('/%%41a'), '/%%41a')
+  assert.equal(tidyPercentEncoding('/%4%41'), '/%4%41')
+  assert.equal(tidyPercentEncoding('/%%41%42'), '/%%41B')
+  assert.equal(tidyPercentEncoding('/%2F%41'), '/%2FA')
+  assert.equal(tidyPercentEncoding('/%%7e'), '/%~')
+  const units = fc.constantFrom(...'%%%4a1AfF2e7E~x'.split(''))
+  fc.assert(fc.property(fc.string({ unit: units, maxLength: 16 }), (s) => {
+    const once = tidyPercentEncoding(s)
+    assert.equal(tidyPercentEncoding(once), once, s)
+    // And through the whole URL normalisation, as the asking peer and then the owner do it.
+    const url = normaliseOriginUrl(`http://a.example/p${s}?q${s}`).href
+    assert.equal(normaliseOriginUrl(url).href, url, s)
+  }), { numRuns: 20_000 })
+})

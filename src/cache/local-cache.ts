@@ -190,6 +190,19 @@ export function shareTest (leader: CacheRequest): ShareTest {
   }
 }
 
+/**
+ * RFC 9111 section 5.2.1.7: the answer to an only-if-cached request that nothing stored can
+ * serve, wherever it is decided (here, or on a peer that cannot reach the owner).
+ */
+export function onlyIfCachedMiss (sink: CallerHandler, ctl: CallerController): void {
+  const body = Buffer.from('only-if-cached: not in cache\n')
+  replay(sink, ctl, 504, 'Gateway Timeout', {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': String(body.length),
+    'cache-status': `${CACHE_NAME}; fwd=miss; detail=only-if-cached`
+  }, [body])
+}
+
 /** An origin fetch in progress for one key, and who is waiting for it. */
 interface Flight {
   /** Callers streaming the fill's response as it arrives (null for a validation). */
@@ -437,12 +450,7 @@ export class LocalCache {
   }
 
   #gatewayTimeout (sink: CallerHandler, ctl: CallerController): void {
-    const body = Buffer.from('only-if-cached: not in cache\n')
-    replay(sink, ctl, 504, 'Gateway Timeout', {
-      'content-type': 'text/plain; charset=utf-8',
-      'content-length': String(body.length),
-      'cache-status': `${CACHE_NAME}; fwd=miss; detail=only-if-cached`
-    }, [body])
+    onlyIfCachedMiss(sink, ctl)
   }
 
   #fetch (req: CacheRequest, sink: CallerHandler, ctl: CallerController, validating: StoredResponse | undefined, fwd: string,
@@ -463,7 +471,16 @@ export class LocalCache {
         this.#o.store.put(req.host, req.key, found)
         const reuse = decideReuse(found.freshness, req.directives, req.headers, this.#o.now())
         if (reuse.action === 'fresh') {
-          this.#o.counters.add('localHits')
+          // serve() counted a miss of the LRU; the request turned out to be a hit.
+          const { counters } = this.#o
+          counters.values.misses--
+          const row = counters.hostRow(req.host)
+          row.misses--
+          row.hits++
+          counters.add('localHits')
+          if (channels.hit.hasSubscribers) {
+            channels.hit.publish({ self: this.#o.self, url: req.key, status: found.status, age: currentAge(found.freshness, this.#o.now()) })
+          }
           settled()
           this.#serveStored(req, found, sink, ctl, 'hit; detail=second-tier')
           return

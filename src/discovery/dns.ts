@@ -1,6 +1,9 @@
 import dns from 'node:dns'
 import { InvalidArgumentError } from '../errors.js'
 
+// What a resolver answers for a name that has no records of one address family.
+const NO_RECORDS: ReadonlySet<string> = new Set(['ENODATA', 'ENOTFOUND'])
+
 /** The part of node:dns's Resolver that discovery uses; inject a stub in tests. */
 export interface DnsResolver {
   /** IPv4 addresses of a name (A records). */
@@ -103,7 +106,10 @@ export class DnsDiscovery {
     try {
       this.#apply(await this.#resolve())
     } catch (err) {
-      this.#o.onError?.(err as Error)
+      // An onError that throws must not become an unhandled rejection of the timer's refresh.
+      try {
+        this.#o.onError?.(err as Error)
+      } catch {}
     }
   }
 
@@ -116,6 +122,8 @@ export class DnsDiscovery {
 
   #schedule (): void {
     if (this.#stopped) return
+    // start() twice must not leave a second timer running for ever.
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
     this.#timer = setTimeout(() => {
       this.refresh().finally(() => this.#schedule())
     }, this.#o.interval)
@@ -135,9 +143,14 @@ export class DnsDiscovery {
       const records = await resolver.resolveSrv(name)
       urls = records.map((r) => this.#url(r.name, r.port))
     } else {
-      // Either family may legitimately have no records; only both failing is a failure.
+      // Either family may legitimately have no records (ENODATA, or ENOTFOUND for both);
+      // any other failure of one (a timeout, a refused query) leaves its half of the pool
+      // unknown, and applying the other half alone would move most keys for nothing.
       const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)])
       if (v4.status === 'rejected' && v6.status === 'rejected') throw v4.reason as Error
+      for (const r of [v4, v6]) {
+        if (r.status === 'rejected' && !NO_RECORDS.has((r.reason as { code?: string }).code ?? '')) throw r.reason as Error
+      }
       const addresses = [...(v4.status === 'fulfilled' ? v4.value : []), ...(v6.status === 'fulfilled' ? v6.value : [])]
       urls = addresses.map((a) => this.#url(a, defaultPort))
     }

@@ -68,8 +68,12 @@ export class PeerAddresses {
   }
 
   async #resolve (): Promise<void> {
+    const generation = this.#generation
     const names = this.#hosts.filter((h) => net.isIP(h.replace(/^\[|\]$/g, '')) === 0)
     const found = await Promise.all(names.map((n) => dns.promises.lookup(n, { all: true }).catch(() => [])))
+    // The pool changed while the names were being looked up: these are the old pool's
+    // addresses, and a peer that left must not get back in through them.
+    if (generation !== this.#generation) return
     for (const list of found) for (const { address } of list) this.#known.add(canonical(address))
     this.#resolvedAt = Date.now()
     this.#resolving = undefined
