@@ -32,6 +32,8 @@ export interface PassThroughHooks {
    * a request the caller sends next cannot overtake the invalidation.
    */
   onStatus?: (status: number, headers: ResponseHeaders) => Promise<void> | void
+  /** Runs once, when the final response's headers arrive: for the origin latency histogram. */
+  onHeaders?: () => void
   /** Cache-Status to add, when the response did not come from a cache that set one. */
   cacheStatus?: string
   /** Milliseconds to wait for response headers before failing with HeadersTimeoutError. */
@@ -132,6 +134,7 @@ export class PassThroughHandler implements Handler {
     // than Buffers encoded again from the parsed object: two allocations fewer per field.
     const received = this.#hooks.rawHeadersMatch === true ? (controller as { rawHeaders?: unknown }).rawHeaders : undefined
     const raw = Array.isArray(received) ? endToEndRawHeaders(received, headers, out, added) : undefined
+    if (status >= 200) this.#hooks.onHeaders?.()
     // An interim response (102, 103) passes straight on: the outcome, and so any invalidation
     // held for it, belongs to the final status still to come.
     const pending = status < 200 ? undefined : this.#hooks.onStatus?.(status, out)

@@ -478,7 +478,9 @@ export abstract class Router extends Dispatcher {
     // gets the 504 the owner would have given it.
     if (req.directives.has('only-if-cached')) return onlyIfCachedMiss(sink, ctl)
     this.counters.add('originFetches')
+    const started = performance.now()
     const handler = new PassThroughHandler(sink, ctl, {
+      onHeaders: () => this.counters.latency.origin.observe((performance.now() - started) / 1000),
       cacheStatus: `${CACHE_NAME}; fwd=bypass; detail=${why}`,
       headersTimeout: this.options.originTimeout,
       rawHeadersMatch: this.#ownsOrigin
@@ -501,7 +503,9 @@ export abstract class Router extends Dispatcher {
     this.counters.add('passThrough')
     this.counters.add('originFetches')
     const unsafe = !SAFE_METHODS.has(method)
+    const started = performance.now()
     const handler = new PassThroughHandler(sink, ctl, {
+      onHeaders: () => this.counters.latency.origin.observe((performance.now() - started) / 1000),
       cacheStatus: `${CACHE_NAME}; fwd=method`,
       rawHeadersMatch: this.#ownsOrigin,
       onStatus: (status, resHeaders) => {

@@ -45,6 +45,12 @@ test('metrics() exposes the counters, gauges and latency histograms in Prometheu
     assert.equal(samples.get('forwardcache_origin_duration_seconds_bucket{le="+Inf"}'), 1)
     const host = new URL(origin.url).host
     assert.equal(samples.get(`forwardcache_host_hits_total{host="${host}"}`), 2)
+    // Every origin request is timed, not only the fills: a POST and an Authorization bypass.
+    await (await request(origin.url + '/m', { dispatcher: peer, method: 'POST', body: 'x' })).body.dump()
+    await (await request(origin.url + '/m', { dispatcher: peer, headers: { authorization: 'Bearer x' } })).body.dump()
+    const after = parseExposition(peer.metrics()).samples
+    assert.equal(after.get('forwardcache_origin_fetches_total'), 3)
+    assert.equal(after.get('forwardcache_origin_duration_seconds_count'), 3)
   } finally {
     await peer.close()
   }
