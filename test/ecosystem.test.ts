@@ -3,6 +3,8 @@ import { execFile } from 'node:child_process'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
+import { PassThrough, Readable, Writable } from 'node:stream'
+import { pipeline as pipelineStreams } from 'node:stream/promises'
 import { promisify } from 'node:util'
 import { after, before, test } from 'node:test'
 import middie from '@fastify/middie'
@@ -122,6 +124,35 @@ test('what compose() returns keeps the Peer\'s own methods, and compose() chains
     assert.equal(peer.closed, true)
   } finally {
     await peer.destroy()
+  }
+})
+
+test('peer.pipeline() serves a GET (undici passes it an empty body stream); a GET whose stream carries bytes fails', async () => {
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  try {
+    for (let i = 0; i < 2; i++) {
+      let got = ''
+      await pipelineStreams(
+        Readable.from([]),
+        peer.pipeline({ origin: origin.url, path: '/piped', method: 'GET' }, ({ body }) => body),
+        new Writable({ write (chunk: Buffer, _enc, cb) { got += chunk.toString(); cb() } })
+      )
+      assert.equal(got, 'body of /piped')
+    }
+    assert.equal(origin.count('/piped'), 1)
+    await assert.rejects(
+      request(`${origin.url}/piped-with-bytes`, { dispatcher: peer, method: 'GET', body: Readable.from([Buffer.from('x')]) }).then((r) => r.body.text()),
+      { name: 'InvalidArgumentError', message: /GET requests cannot have a body/ }
+    )
+    assert.equal(origin.count('/piped-with-bytes'), 0)
+    // A GET whose body stream never ends waits for it, and its caller can still give up.
+    const ac = new AbortController()
+    const waiting = request(`${origin.url}/piped-never-ends`, { dispatcher: peer, method: 'GET', body: new PassThrough(), signal: ac.signal })
+    ac.abort()
+    await assert.rejects(waiting, { name: 'AbortError' })
+    assert.equal(peer.inFlight, 0)
+  } finally {
+    await peer.close()
   }
 })
 
