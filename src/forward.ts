@@ -214,31 +214,28 @@ export class ForwardHandler extends PassThroughHandler {
   override onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusText?: string): void {
     const ownerError = headerString(headers, ERROR_HEADER)
     if (ownerError !== undefined && FALL_BACK_ON.has(ownerError)) {
-      this.clearDeadline()
-      this.#failed = true
-      // The small error body is not wanted; stop it and serve the caller another way.
-      const err = new PeerProtocolError(`owner answered ${status}: ${ownerError}`)
-      controller.abort(err)
-      this.#fallback(err, PEER_FAULTS.has(ownerError))
-      return
+      return this.#giveUp(controller, new PeerProtocolError(`owner answered ${status}: ${ownerError}`), PEER_FAULTS.has(ownerError))
     }
     if (status >= 200 && ownerError === undefined && headers['cache-status'] === undefined) {
       // Every answer of a forwardcache owner says Cache-Status or forwardcache-error. One
       // with neither came from something in front of its handler (node:http's 431 for a
       // request too large, a framework's 404, a proxy's 502): not the origin's answer, so it
       // is not the caller's either. Not held against the owner: it may be this request alone.
-      this.clearDeadline()
-      this.#failed = true
-      const err = new PeerProtocolError(`the owner's server answered ${status} without forwardcache's fields`)
-      controller.abort(err)
-      this.#fallback(err, false)
-      return
+      return this.#giveUp(controller, new PeerProtocolError(`the owner's server answered ${status} without forwardcache's fields`), false)
     }
     if (status >= 200) {
       this.#started = true
       this.#onSuccess()
     }
     super.onResponseStart(controller, status, headers, statusText)
+  }
+
+  // The small answer's body is not wanted: stop it and serve the caller another way.
+  #giveUp (controller: Controller, err: Error, peerFault: boolean): void {
+    this.clearDeadline()
+    this.#failed = true
+    controller.abort(err)
+    this.#fallback(err, peerFault)
   }
 
   protected override isStale (): boolean {

@@ -329,13 +329,15 @@ export abstract class Router extends Dispatcher {
         }
         // Credentials never travel between peers and never key a shared entry: such requests
         // go straight to the origin from here.
-        if (requestHeaders.authorization !== undefined) {
-          if (bodyChecked === undefined) this.direct(req, sink, ctl, 'authorization')
-          else bodyChecked.then(() => this.direct(req, sink, ctl, 'authorization'), (err: Error) => sink.onResponseError(ctl, err))
-        } else if (this.#ring === undefined || bodyChecked !== undefined) {
-          Promise.all([this.ready, bodyChecked]).then(() => this.#route(req, target, sink, ctl), (err: Error) => sink.onResponseError(ctl, err))
+        const bypass = requestHeaders.authorization !== undefined
+        if (bodyChecked === undefined && (bypass || this.#ring !== undefined)) {
+          if (bypass) this.direct(req, sink, ctl, 'authorization')
+          else this.#route(req, target, sink, ctl)
         } else {
-          this.#route(req, target, sink, ctl)
+          // Waiting for the ring's hash to load, or for a body stream to end empty.
+          Promise.all([bypass ? undefined : this.ready, bodyChecked]).then(
+            () => bypass ? this.direct(req, sink, ctl, 'authorization') : this.#route(req, target, sink, ctl),
+            (err: Error) => sink.onResponseError(ctl, err))
         }
       } else {
         this.#passThrough(opts, url, verb, requestHeaders, sink, ctl)

@@ -22,6 +22,25 @@ function gets (log: Array<{ method: string, url: string }>, path: string): numbe
   return log.filter((r) => r.method === 'GET' && r.url === path).length
 }
 
+/** An origin route whose GETs answer the current version (v1, v2, ...); a POST or PUT makes the next. */
+function versioned (): { route: (req: http.IncomingMessage, res: http.ServerResponse) => void, readonly version: number } {
+  let version = 1
+  return {
+    get version () { return version },
+    route: (req, res) => {
+      if (req.method === 'POST' || req.method === 'PUT') {
+        version++
+        res.writeHead(204)
+        res.end()
+        return
+      }
+      const body = `v${version}`
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=300', 'content-length': Buffer.byteLength(body) })
+      res.end(body)
+    }
+  }
+}
+
 function pathOf (url: string): string {
   const u = new URL(url)
   return u.pathname + u.search
@@ -103,18 +122,8 @@ test('an owner whose http server answers 431 without forwardcache\'s fields is a
 })
 
 test('a POST through one non-owner drops the hot copies a third peer keeps, not only the owner\'s entry', { timeout: 20_000 }, async () => {
-  let version = 1
-  const origin = await startOrigin((req, res) => {
-    if (req.method === 'POST') {
-      version++
-      res.writeHead(204)
-      res.end()
-      return
-    }
-    const body = `v${version}`
-    res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=300', 'content-length': Buffer.byteLength(body) })
-    res.end(body)
-  })
+  const versions = versioned()
+  const origin = await startOrigin(versions.route)
   const cluster = await startLocalPeers(3, { hotThreshold: 2 })
   const [a, b, c] = cluster.peers as [Peer, Peer, Peer]
   try {
@@ -129,7 +138,7 @@ test('a POST through one non-owner drops the hot copies a third peer keeps, not 
 
     const post = await get(a, url, {}, 'POST')
     assert.equal(post.status, 204)
-    assert.equal(version, 2)
+    assert.equal(versions.version, 2)
     // The owner's DELETE is awaited before the POST's answer; C's is not: poll, bounded.
     assert.equal((await get(b, url)).body, 'v2', 'the owner dropped its entry')
     await waitFor(async () => (await get(c, url)).body === 'v2', 3000, 'C to answer v2 after the POST through A')
@@ -141,7 +150,7 @@ test('a POST through one non-owner drops the hot copies a third peer keeps, not 
 })
 
 test('a PUT while the owner is ejected reaches it too: readmitted, it does not serve the pre-PUT copy', { timeout: 20_000 }, async () => {
-  let version = 1
+  const versions = versioned()
   // The first request for each /slow/ path (the owner's fill) never gets an answer; the asking
   // peer's fallback, the second, is answered at once. So the owner, healthy, times out.
   const held: http.ServerResponse[] = []
@@ -151,15 +160,7 @@ test('a PUT while the owner is ejected reaches it too: readmitted, it does not s
       held.push(res)
       return
     }
-    if (req.method === 'PUT') {
-      version++
-      res.writeHead(204)
-      res.end()
-      return
-    }
-    const body = `v${version}`
-    res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=300', 'content-length': Buffer.byteLength(body) })
-    res.end(body)
+    versions.route(req, res)
   })
   const cluster = await startLocalPeers(2, { hotSize: 0, peerTimeout: 200, ejectAfter: 3, ejectBackoff: 1000 })
   const [a, b] = cluster.peers as [Peer, Peer]
@@ -176,7 +177,7 @@ test('a PUT while the owner is ejected reaches it too: readmitted, it does not s
 
     const put = await get(a, doc, {}, 'PUT')
     assert.equal(put.status, 204)
-    assert.equal(version, 2)
+    assert.equal(versions.version, 2)
 
     await waitFor(() => a.ejectedPeers.length === 0, 10_000, 'a probe to readmit the owner')
     const served = b.stats().servedForPeers

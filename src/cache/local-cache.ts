@@ -274,7 +274,7 @@ export class LocalCache {
         return
       }
       // RFC 9111 section 5.2.1.7
-      if (req.directives.has('only-if-cached')) return this.#gatewayTimeout(sink, ctl)
+      if (req.directives.has('only-if-cached')) return onlyIfCachedMiss(sink, ctl)
       if (mayJoin && this.#join(req, sink, ctl)) return
       if (hasValidator(selected.freshness)) {
         counters.add('revalidations')
@@ -287,7 +287,7 @@ export class LocalCache {
       return
     }
 
-    if (req.directives.has('only-if-cached')) return this.#gatewayTimeout(sink, ctl)
+    if (req.directives.has('only-if-cached')) return onlyIfCachedMiss(sink, ctl)
     if (mayJoin && this.#join(req, sink, ctl)) return
     counters.add('misses')
     counters.addHost(host, 'misses')
@@ -447,10 +447,6 @@ export class LocalCache {
       }
     }
     return false
-  }
-
-  #gatewayTimeout (sink: CallerHandler, ctl: CallerController): void {
-    onlyIfCachedMiss(sink, ctl)
   }
 
   #fetch (req: CacheRequest, sink: CallerHandler, ctl: CallerController, validating: StoredResponse | undefined, fwd: string,
