@@ -201,6 +201,22 @@ export function cacheableRequestHeaders (headers: RequestHeaders): RequestHeader
 /** The Via entry every forwardcache hop adds (RFC 9110 section 7.6.3); also its loop marker. */
 export const VIA = '1.1 forwardcache'
 
+/** The reason given with a 508 for a request that would make a second forwardcache hop. */
+export const LOOP_MESSAGE = 'loop detected: this request already went through forwardcache twice'
+
+/** How many forwardcache hops a request already went through, from its Via field. */
+export function forwardcacheHops (via: string | undefined): number {
+  if (via === undefined) return 0
+  // One hop (the usual case: a peer's own Via) needs no list.
+  if (!via.includes(',')) return FORWARDCACHE_HOP.test(via) ? 1 : 0
+  let n = 0
+  for (const hop of via.split(',')) if (FORWARDCACHE_HOP.test(hop)) n++
+  return n
+}
+
+// No g flag: test() keeps no state between calls.
+const FORWARDCACHE_HOP = /\bforwardcache\b/i
+
 export function addVia (headers: RequestHeaders): RequestHeaders {
   headers.via = headers.via === undefined ? VIA : `${headers.via}, ${VIA}`
   return headers

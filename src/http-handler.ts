@@ -6,7 +6,7 @@ import { parseCacheControl } from './cache/policy.js'
 import type { CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { ERROR_HEADER } from './forward.js'
-import { BODYLESS_DROPPED, endToEndRequestHeaders, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
+import { BODYLESS_DROPPED, endToEndRequestHeaders, forwardcacheHops, LOOP_MESSAGE, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
 import type { PeerAddresses } from './security/peer-addresses.js'
 import { AUTH_HEADER, type Signer } from './security/signature.js'
 import type { Counters } from './stats.js'
@@ -45,19 +45,6 @@ function refuse (res: ServerResponse, status: number, code: string, reason: stri
   })
   res.end(body)
 }
-
-/** How many forwardcache hops a request already went through, from its Via field. */
-function forwardcacheHops (via: string | undefined): number {
-  if (via === undefined) return 0
-  // One hop (the usual case: a peer's own Via) needs no list.
-  if (!via.includes(',')) return FORWARDCACHE_HOP.test(via) ? 1 : 0
-  let n = 0
-  for (const hop of via.split(',')) if (FORWARDCACHE_HOP.test(hop)) n++
-  return n
-}
-
-// No g flag: test() keeps no state between calls.
-const FORWARDCACHE_HOP = /\bforwardcache\b/i
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
 
@@ -119,7 +106,7 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
     const received = normaliseRequestHeaders(req.rawHeaders)
     // One hop, always: a request that has already been through two forwardcache hops is
     // going round in circles (an origin URL that points back into the cluster).
-    if (forwardcacheHops(received.via) >= 2) return refuse(res, 508, 'loop', 'loop detected: this request already went through forwardcache twice')
+    if (forwardcacheHops(received.via) >= 2) return refuse(res, 508, 'loop', LOOP_MESSAGE)
     if (method === 'DELETE') {
       endpoint.invalidate(url)
       res.writeHead(204)

@@ -2,7 +2,7 @@ import type { Dispatcher } from 'undici'
 import { InvalidArgumentError } from './errors.js'
 import type { HashFunction } from './ring.js'
 import type { CacheStore } from './cache/second-tier.js'
-import { parseHostRule, type OriginRule } from './security/address-policy.js'
+import { parseOriginRule, type OriginRule } from './security/address-policy.js'
 import { normalisePeerUrl } from './url.js'
 
 /** Where a peer's handler() answers when `path` is not given. */
@@ -265,16 +265,7 @@ function resolveOrigins (origins: unknown): OriginRule[] | undefined {
   origins.forEach((r: unknown, i) => {
     if (typeof r !== 'string') return
     const bad = (): never => { throw new InvalidArgumentError(`expected opts.origins[${i}] to be a host name, an origin or a RegExp, got ${JSON.stringify(r)}`) }
-    if (r.trim() === '' || r !== r.trim()) bad()
-    if (r.includes('://')) {
-      try {
-        if (new URL(r).host === '') bad()
-      } catch {
-        bad()
-      }
-    } else if (parseHostRule(r.startsWith('*.') ? `x${r.slice(1)}` : r) === undefined) {
-      bad()
-    }
+    if (r.trim() === '' || r !== r.trim() || parseOriginRule(r) === undefined) bad()
   })
   return [...origins] as OriginRule[]
 }

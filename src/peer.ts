@@ -62,7 +62,7 @@ export class Peer extends Router {
           })
     })
     if (resolved.hotSize > 0) {
-      this.hot = new HotCache({ maxSize: resolved.hotSize, maxEntrySize: resolved.maxEntrySize, threshold: resolved.hotThreshold, now: resolved.now })
+      this.hot = new HotCache({ maxSize: resolved.hotSize, maxEntrySize: resolved.maxEntrySize, threshold: resolved.hotThreshold, now: resolved.now, self: resolved.self })
     }
     this.onPeersChanged(resolved.peers)
   }

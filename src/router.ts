@@ -3,6 +3,7 @@ import type { HotCache } from './cache/hot-cache.js'
 import type { CacheRequest } from './cache/local-cache.js'
 import { CACHE_NAME, coalescable, onlyIfCachedMiss, shareTest } from './cache/local-cache.js'
 import { requestDirectives } from './cache/policy.js'
+import { replay } from './cache/replay.js'
 import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { Fanout } from './dispatch/fanout.js'
@@ -11,7 +12,7 @@ import { ClientClosedError, ClientDestroyedError, InvalidArgumentError } from '.
 import { ERROR_HEADER, ForwardHandler, PassThroughHandler } from './forward.js'
 import { loadedHash, loadedRawHash, loadHash, type RawHashFunction } from './hash.js'
 import { PeerHealth } from './health.js'
-import { addVia, cacheableRequestHeaders, endToEndRequestHeaders, VIA, headerString, normaliseRequestHeaders, type RequestHeaders, type ResponseHeaders } from './headers.js'
+import { addVia, cacheableRequestHeaders, forwardcacheHops, LOOP_MESSAGE, endToEndRequestHeaders, VIA, headerString, normaliseRequestHeaders, type RequestHeaders, type ResponseHeaders } from './headers.js'
 import { resolvePeerList, type ResolvedRouterOptions } from './options.js'
 import { PeerPools } from './pool.js'
 import { Ring, type HashFunction } from './ring.js'
@@ -45,6 +46,17 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
 function isReadable (body: unknown): body is NodeJS.ReadableStream & { destroy?: () => void } {
   return typeof (body as { on?: unknown }).on === 'function' && typeof (body as { resume?: unknown }).resume === 'function'
+}
+
+/** The owner handler's answer to a request that would make a second forwardcache hop. */
+function loopDetected (sink: CallerHandler, ctl: CallerController): void {
+  const body = Buffer.from(`${LOOP_MESSAGE}\n`)
+  replay(sink, ctl, 508, 'Loop Detected', {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': String(body.length),
+    'cache-control': 'no-store',
+    [ERROR_HEADER]: 'loop'
+  }, [body])
 }
 
 /** Resolves when a GET's or HEAD's body stream ends empty; rejects at its first byte. */
@@ -420,15 +432,23 @@ export abstract class Router extends Dispatcher {
     return target
   }
 
+  /** The owner of a target on the ring as it is now; a lookup on the same ring is reused. */
+  #ownerOf (target: Target): string | undefined {
+    const ring = this.#ring as Ring
+    if (target.ring !== ring) {
+      target.owner = ring.get(target.key)
+      target.ring = ring
+    }
+    return target.owner
+  }
+
   #route (req: CacheRequest, target: Target, sink: CallerHandler, ctl: CallerController): void {
     if (ctl.aborted) return sink.onResponseError(ctl, ctl.reason as Error)
-    const ring = this.#ring as Ring
-    let owner = target.owner
-    if (target.ring !== ring) {
-      owner = ring.get(target.key)
-      target.ring = ring
-      target.owner = owner
-    }
+    // One hop, whichever peer owns the URL: a request that has been through forwardcache
+    // already (an origin that fetches through the cluster and passes Via on) gets the 508 the
+    // owner's handler gives a second hop, not an answer only when this peer is the owner.
+    if (req.headers.via !== undefined && forwardcacheHops(req.headers.via) >= 1) return loopDetected(sink, ctl)
+    const owner = this.#ownerOf(target)
     if (owner === undefined || this.isSelf(owner)) {
       this.serveOwned(req, sink, ctl)
       return
@@ -448,7 +468,7 @@ export abstract class Router extends Dispatcher {
       const pragma = req.headers.pragma
       const flightKey = cc === undefined && pragma === undefined ? `${req.method} ${req.key}` : `${req.method} ${req.key}\n${cc ?? ''}\n${pragma ?? ''}`
       const existing = this.#forwards.get(flightKey)
-      if (existing !== undefined && existing.join(sink, ctl, () => this.#forward(owner, query, req, sink, ctl, false), req.headers)) {
+      if (existing !== undefined && existing.join(sink, ctl, () => this.#retry(req, target, sink, ctl), req.headers)) {
         this.counters.add('coalescedWaits')
         return
       }
@@ -462,6 +482,17 @@ export abstract class Router extends Dispatcher {
       return
     }
     this.#forward(owner, query, req, sink, ctl, hot)
+  }
+
+  /**
+   * Sends a joiner its flight could not share on its own, to the owner on the ring as it is
+   * now: the pool may have changed while it waited, and a peer that has left it must not get
+   * a new connection (a Pool that nothing would close until the next setPeers).
+   */
+  #retry (req: CacheRequest, target: Target, sink: CallerHandler, ctl: CallerController): void {
+    const owner = this.#ownerOf(target)
+    if (owner === undefined || this.isSelf(owner)) return this.serveOwned(req, sink, ctl)
+    this.#forward(owner, target.query ??= encodeURIComponent(target.key), req, sink, ctl, false)
   }
 
   #forward (owner: string, query: string, req: CacheRequest, sink: CallerHandler, ctl: CallerController, hot: boolean): void {

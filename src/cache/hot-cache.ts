@@ -7,6 +7,7 @@ import type { CacheRequest } from './local-cache.js'
 import { CACHE_NAME, coalescable, UNFRAMED } from './local-cache.js'
 import { computeFreshness, currentAge, decideReuse, decideStorage, varyMatches } from './policy.js'
 import { replay } from './replay.js'
+import { channels } from '../observe/channels.js'
 import { BodyRecorder } from './body-recorder.js'
 import { entrySize, Store, type StoredResponse } from './store.js'
 
@@ -19,6 +20,8 @@ export interface HotCacheOptions {
   /** Requests for a key, among the recently counted ones, before its responses are copied. */
   threshold: number
   now: () => number
+  /** This peer's URL, for the hit messages of forwardcache:hit. */
+  self: string
 }
 
 /**
@@ -57,7 +60,9 @@ export class HotCache {
       // Only fresh: validation and stale service are the owner's business.
       if (decideReuse(v.freshness, req.directives, req.headers, now).action !== 'fresh') return false
       this.hits++
-      const age = Math.floor(currentAge(v.freshness, now))
+      const current = currentAge(v.freshness, now)
+      if (channels.hit.hasSubscribers) channels.hit.publish({ self: this.#o.self, url: req.key, status: v.status, age: current, hot: true })
+      const age = Math.floor(current)
       let hit = v.hit
       if (hit === undefined || hit.age !== age) {
         hit = { age, ttl: 0, detail: 'hot', forward: undefined, cacheStatus: `${CACHE_NAME}; hit; detail=hot`, headers: undefined, raw: undefined }

@@ -8,7 +8,7 @@ import { addVia, endToEndResponseHeaders, headerString, toRawHeaders, type Reque
 import type { Counters } from '../stats.js'
 import {
   computeFreshness, conditionalMatches, currentAge, decideReuse, decideStorage, hasValidator,
-  mergeNotModified, notModifiedMatches, staleIfErrorAllows, varyMatches, type Directives, type Freshness
+  mergeNotModified, notModifiedMatches, requestDirectives, staleIfErrorAllows, varyMatches, type Directives, type Freshness
 } from './policy.js'
 import { replay } from './replay.js'
 import { CallerController as BackgroundController } from '../dispatch/controller.js'
@@ -64,6 +64,8 @@ const DIGITS = /^[0-9]+$/
 const LATE_WAIT_MS = 1000
 
 const STALE_IF_ERROR_STATUSES: ReadonlySet<number> = new Set([500, 502, 503, 504])
+// The Cache-Status detail that ends a stale response's status when it stands in for an error.
+const STAND_IN = 'detail=stale-if-error'
 
 // Invalidations remembered for the origin fetches in flight (LocalCache.invalidatedSince).
 const MAX_REMEMBERED_INVALIDATIONS = 4096
@@ -337,7 +339,7 @@ export class LocalCache {
       // after a second: an origin fetch of their own costs less than a wait that would outlast
       // the asking peer's peerTimeout. Its stopped readers are cut off after bodyTimeout if
       // other callers still read it.
-      const fanout = new Fanout(shareTest(req), { stallMs: this.#o.bodyTimeout, waitMs: LATE_WAIT_MS, onStall: settled })
+      const fanout = new Fanout(this.#shareTest(req, stale), { stallMs: this.#o.bodyTimeout, waitMs: LATE_WAIT_MS, onStall: settled })
       fanout.join(sink, ctl, () => {}, req.headers, true)
       flight = { fanout, after: [] }
       this.#flights.set(key, flight)
@@ -346,6 +348,26 @@ export class LocalCache {
       flight = { fanout: null, after: [] }
       this.#flights.set(key, flight)
       this.#fetch(req, sink, ctl, validating, fwd, settled, stale)
+    }
+  }
+
+  /**
+   * The share test of a fill started with a stale entry at hand. When the origin fails, that
+   * entry may stand in for it (RFC 5861), but whether it may is each request's own say: the
+   * leader's stale-if-error, or its lack of no-cache, allows nothing for a joiner (RFC 9111
+   * section 4.2.4). A joiner it does not allow goes its own way and gets its own answer.
+   */
+  #shareTest (req: CacheRequest, stale: StoredResponse | undefined): ShareTest {
+    const share = shareTest(req)
+    if (stale === undefined) return share
+    return (joiner, status, headers) => {
+      if (!share(joiner, status, headers)) return false
+      const cacheStatus = headers['cache-status']
+      if (typeof cacheStatus !== 'string' || !cacheStatus.endsWith(STAND_IN)) return true
+      const h = joiner as RequestHeaders
+      // Without a status from the origin, the stand-in answers a disconnected origin.
+      const grace = cacheStatus.includes('fwd-status=') ? undefined : this.#o.staleOnDisconnect
+      return staleIfErrorAllows(stale.freshness, requestDirectives(h['cache-control']), h, this.#o.now(), grace)
     }
   }
 
@@ -562,9 +584,9 @@ export class LocalCache {
    * when its directives allow it; returns false when they do not.
    */
   serveStaleOnError (req: CacheRequest, stale: StoredResponse | undefined, sink: CallerHandler, ctl: CallerController, status?: number): boolean {
-    if (stale === undefined || !staleIfErrorAllows(stale.freshness, req.directives, this.#o.now(), status === undefined ? this.#o.staleOnDisconnect : undefined)) return false
+    if (stale === undefined || !staleIfErrorAllows(stale.freshness, req.directives, req.headers, this.#o.now(), status === undefined ? this.#o.staleOnDisconnect : undefined)) return false
     this.#o.counters.add('staleServed')
-    this.#serveStored(req, stale, sink, ctl, `${status === undefined ? '' : `fwd-status=${status}; `}detail=stale-if-error`, 'stale')
+    this.#serveStored(req, stale, sink, ctl, `${status === undefined ? '' : `fwd-status=${status}; `}${STAND_IN}`, 'stale')
     return true
   }
 }
@@ -653,7 +675,7 @@ class OriginResponseHandler implements Handler {
 
     // RFC 5861 section 4: the errors a stale response may stand in for are 500, 502, 503 and
     // 504; a 501 or a 505 is the origin's real answer to this request.
-    if (STALE_IF_ERROR_STATUSES.has(status) && this.#stale !== undefined && staleIfErrorAllows(this.#stale.freshness, req.directives, this.#o.now())) {
+    if (STALE_IF_ERROR_STATUSES.has(status) && this.#stale !== undefined && staleIfErrorAllows(this.#stale.freshness, req.directives, req.headers, this.#o.now())) {
       this.#replacedByStale = true
       return
     }
@@ -685,9 +707,11 @@ class OriginResponseHandler implements Handler {
       // RFC 9111 section 4.3.5: a HEAD response updates the stored GET it describes, or, when
       // its validators or length say the representation changed, that stored GET is dropped.
       this.#cache.updateFromHead(req, this.#stale, headers, this.#requestTime, this.#sequence)
-    } else if (this.#validating !== undefined && !this.#body.recording && status < 500) {
-      // A full response that replaces a stored one we were validating: the old one is gone
-      // whether or not the new one may be stored (RFC 9111 section 4.3.3).
+    } else if ((this.#validating !== undefined || (req.method === 'GET' && this.#stale !== undefined)) && !this.#body.recording && status < 500) {
+      // A full response that replaces a stored one we were validating, or refilling because
+      // it was stale: the old one is gone whether or not the new one may be stored (RFC 9111
+      // section 4.3.3). Kept, it would come back as a stale stand-in for a later error, though
+      // the origin's latest answer was no-store.
       this.#o.store.delete(req.host, req.key)
     }
     // Nothing will be stored for the callers waiting for this fill's end: they need not wait.

@@ -434,15 +434,20 @@ const STALE_REVALIDATE: Reuse = Object.freeze({ action: 'stale-revalidate' })
 const VALIDATE: Reuse = Object.freeze({ action: 'validate' })
 
 /**
+ * Does the request refuse a stored response without validation: Cache-Control: no-cache
+ * (section 5.2.1.4), or Pragma: no-cache when it has no Cache-Control (section 5.4)?
+ */
+export function requestSaysNoCache (requestDirectives: Directives, requestHeaders: RequestHeaders): boolean {
+  return requestDirectives.has('no-cache') ||
+    (requestHeaders['cache-control'] === undefined && /(^|,)\s*no-cache\s*(,|$)/i.test(requestHeaders.pragma ?? ''))
+}
+
+/**
  * RFC 9111 section 4: may this stored, Vary-matched response answer this request now?
  */
 export function decideReuse (f: Freshness, requestDirectives: Directives, requestHeaders: RequestHeaders, now: number): Reuse {
   const cc = f.directives
-  // Section 5.4: Pragma: no-cache counts only when the request has no Cache-Control.
-  if (requestDirectives.has('no-cache') ||
-    (requestHeaders['cache-control'] === undefined && /(^|,)\s*no-cache\s*(,|$)/i.test(requestHeaders.pragma ?? ''))) {
-    return VALIDATE
-  }
+  if (requestSaysNoCache(requestDirectives, requestHeaders)) return VALIDATE
   // Section 5.2.2.4: unqualified no-cache means validate every time.
   if (cc.get('no-cache') === true) return VALIDATE
   const age = currentAge(f, now)
@@ -477,10 +482,11 @@ export function decideReuse (f: Freshness, requestDirectives: Directives, reques
  * Either way the section 4.2.4 prohibitions hold: must-revalidate, proxy-revalidate,
  * s-maxage and no-cache never serve stale.
  */
-export function staleIfErrorAllows (f: Freshness, requestDirectives: Directives, now: number, disconnectedGrace?: number): boolean {
+export function staleIfErrorAllows (f: Freshness, requestDirectives: Directives, requestHeaders: RequestHeaders, now: number,
+  disconnectedGrace?: number): boolean {
   const cc = f.directives
   if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage') || cc.has('no-cache')) return false
-  if (requestDirectives.has('no-cache')) return false
+  if (requestSaysNoCache(requestDirectives, requestHeaders)) return false
   const limit = Math.max(
     parseDeltaSeconds(cc.get('stale-if-error')) ?? -1,
     parseDeltaSeconds(requestDirectives.get('stale-if-error')) ?? -1,

@@ -12,6 +12,8 @@ export interface DnsResolver {
   resolve6 (hostname: string): Promise<string[]>
   /** Targets and ports of an SRV name. */
   resolveSrv (hostname: string): Promise<dns.SrvRecord[]>
+  /** Ends the queries in flight, which then reject (node:dns: ECANCELLED). Called by stop(). */
+  cancel? (): void
 }
 
 /** Something whose pool can be replaced: a Peer or a Client. */
@@ -43,7 +45,11 @@ export interface DnsDiscoveryOptions {
   interval?: number
   /** Keep the target's own URL in the pool even before DNS lists it. @default true */
   includeSelf?: boolean
-  /** @default a new node:dns Resolver using the system's servers */
+  /**
+   * Give it a Resolver of its own: stop() cancels the queries in flight on it, so a DNS
+   * server that does not answer cannot keep the process alive for the resolver's timeout.
+   * @default a new node:dns Resolver using the system's servers
+   */
   resolver?: DnsResolver
   /** Called with each resolution failure; the pool is left as it was. */
   onError?: (err: Error) => void
@@ -59,6 +65,7 @@ export class DnsDiscovery {
   readonly #o: Required<Omit<DnsDiscoveryOptions, 'onError' | 'port'>> & { port: number | undefined, onError: ((err: Error) => void) | undefined }
   #timer: NodeJS.Timeout | undefined
   #stopped = false
+  #inFlight = 0
   #last = ''
 
   constructor (target: PoolTarget, options: DnsDiscoveryOptions) {
@@ -88,13 +95,17 @@ export class DnsDiscovery {
   }
 
   /**
-   * Resolves once now, then on the interval. Rejects if that first resolution fails, but
-   * keeps trying on the interval all the same: a pod that starts before any peer is ready
-   * (a first rollout, a scale-up from zero) joins the pool as soon as DNS lists it.
+   * Resolves once now, then on the interval (again after stop()). Rejects if that first
+   * resolution fails, but keeps trying on the interval all the same: a pod that starts before
+   * any peer is ready (a first rollout, a scale-up from zero) joins the pool as soon as DNS
+   * lists it. Stopped meanwhile, it resolves with the pool as it is.
    */
   async start (): Promise<readonly string[]> {
+    this.#stopped = false
     try {
       this.#apply(await this.#resolve())
+    } catch (err) {
+      if (!this.#stopped) throw err
     } finally {
       this.#schedule()
     }
@@ -106,6 +117,8 @@ export class DnsDiscovery {
     try {
       this.#apply(await this.#resolve())
     } catch (err) {
+      // What stop() cancelled is no failure.
+      if (this.#stopped) return
       // An onError that throws must not become an unhandled rejection of the timer's refresh.
       try {
         this.#o.onError?.(err as Error)
@@ -113,11 +126,12 @@ export class DnsDiscovery {
     }
   }
 
-  /** Stops re-resolving; the pool stays as it is. */
+  /** Stops re-resolving and ends the lookup in flight; the pool stays as it is. */
   stop (): void {
     this.#stopped = true
     if (this.#timer !== undefined) clearTimeout(this.#timer)
     this.#timer = undefined
+    if (this.#inFlight > 0) this.#o.resolver.cancel?.()
   }
 
   #schedule (): void {
@@ -136,6 +150,15 @@ export class DnsDiscovery {
   }
 
   async #resolve (): Promise<string[]> {
+    this.#inFlight++
+    try {
+      return await this.#lookup()
+    } finally {
+      this.#inFlight--
+    }
+  }
+
+  async #lookup (): Promise<string[]> {
     const { resolver, name } = this.#o
     const defaultPort = this.#o.port ?? (this.#o.protocol === 'https' ? 443 : 80)
     let urls: string[]

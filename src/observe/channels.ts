@@ -4,7 +4,7 @@ import diagnosticsChannel from 'node:diagnostics_channel'
  * node:diagnostics_channel channels, for APM tools and logs. Each message is a plain object;
  * nothing is built unless a channel has subscribers.
  *
- * - `forwardcache:hit`           { self, url, status, age }
+ * - `forwardcache:hit`           { self, url, status, age, hot? } hot: a non-owner's hot copy
  * - `forwardcache:miss`          { self, url, reason }        reason: 'uri-miss' | 'stale'
  * - `forwardcache:forward`       { self, url, owner }
  * - `forwardcache:forward-error` { self, url, owner, error }
@@ -26,8 +26,11 @@ export const channels = {
   evict: diagnosticsChannel.channel('forwardcache:evict')
 } as const
 
-/** `forwardcache:hit`: the peer (self), the URL, the stored status and its age in seconds. */
-export interface HitMessage { self: string, url: string, status: number, age: number }
+/**
+ * `forwardcache:hit`: the peer (self), the URL, the stored status and its age in seconds;
+ * `hot` when a peer that does not own the URL answered from its hot copy.
+ */
+export interface HitMessage { self: string, url: string, status: number, age: number, hot?: true }
 /** `forwardcache:miss`: why ('uri-miss' nothing stored, 'stale' stored but unusable). */
 export interface MissMessage { self: string, url: string, reason: string }
 /** `forwardcache:forward`: the owner the request went to. */

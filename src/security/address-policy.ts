@@ -128,7 +128,7 @@ export type OriginRule = string | RegExp
  * effective port, so `example.com:443` matches `https://example.com`. Undefined when the rule
  * is not a host (a path, userinfo, an empty name).
  */
-export function parseHostRule (rule: string): { hostname: string, port: string | undefined } | undefined {
+function parseHostRule (rule: string): { hostname: string, port: string | undefined } | undefined {
   let url: URL
   try {
     url = new URL(`http://${rule}`)
@@ -145,6 +145,31 @@ function effectivePort (url: URL): string {
   return url.port !== '' ? url.port : url.protocol === 'https:' ? '443' : '80'
 }
 
+/** A string rule of opts.origins, parsed; undefined when it names no origin or host. */
+export type ParsedOriginRule =
+  | { kind: 'origin', origin: string }
+  | { kind: 'suffix', suffix: string }
+  | { kind: 'host', hostname: string, port: string | undefined }
+
+export function parseOriginRule (rule: string): ParsedOriginRule | undefined {
+  if (rule.includes('://')) {
+    let url: URL
+    try {
+      url = new URL(rule)
+    } catch {
+      return undefined
+    }
+    return url.host === '' ? undefined : { kind: 'origin', origin: url.origin }
+  }
+  if (rule.startsWith('*.')) {
+    // A label stands in for the star, so the suffix is spelled as URLs spell hosts.
+    const parsed = parseHostRule(`x${rule.slice(1)}`)
+    return parsed === undefined ? undefined : { kind: 'suffix', suffix: parsed.hostname.slice(1) }
+  }
+  const parsed = parseHostRule(rule)
+  return parsed === undefined ? undefined : { kind: 'host', ...parsed }
+}
+
 /** Compiles opts.origins into a predicate over URLs. */
 export function originMatcher (rules: readonly OriginRule[]): (url: URL) => boolean {
   const tests = rules.map((rule): ((url: URL) => boolean) => {
@@ -154,18 +179,16 @@ export function originMatcher (rules: readonly OriginRule[]): (url: URL) => bool
       const re = rule.global || rule.sticky ? new RegExp(rule.source, rule.flags.replace(/[gy]/g, '')) : rule
       return (url) => re.test(url.origin)
     }
-    if (rule.includes('://')) {
-      const origin = new URL(rule).origin
+    const parsed = parseOriginRule(rule)
+    if (parsed === undefined) return () => false
+    if (parsed.kind === 'origin') {
+      const { origin } = parsed
       return (url) => url.origin === origin
     }
-    if (rule.startsWith('*.')) {
-      const parsed = parseHostRule(`x${rule.slice(1)}`)
-      if (parsed === undefined) return () => false
-      const suffix = parsed.hostname.slice(1)
+    if (parsed.kind === 'suffix') {
+      const { suffix } = parsed
       return (url) => url.hostname.endsWith(suffix) && url.hostname.length > suffix.length
     }
-    const parsed = parseHostRule(rule)
-    if (parsed === undefined) return () => false
     const { hostname, port } = parsed
     return port === undefined ? (url) => url.hostname === hostname : (url) => url.hostname === hostname && effectivePort(url) === port
   })
