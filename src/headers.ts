@@ -19,13 +19,16 @@ const UNSAFE_VALUE = /[\r\n\0]/
 
 function addHeader (out: RequestHeaders, rawName: string, rawValue: unknown): void {
   const name = rawName.toLowerCase()
-  if (!TOKEN.test(name)) throw new InvalidArgumentError(`invalid header name ${JSON.stringify(rawName)}`)
+  // __proto__ is a token, but assigning it to an object sets nothing: the field would vanish.
+  if (!TOKEN.test(name) || name === '__proto__') throw new InvalidArgumentError(`invalid header name ${JSON.stringify(rawName)}`)
   if (rawValue === undefined || rawValue === null) return
   const values = Array.isArray(rawValue) ? rawValue : [rawValue]
   for (const v of values) {
     const value = String(v)
     if (UNSAFE_VALUE.test(value)) throw new InvalidArgumentError(`invalid value for header ${name}`)
-    const prev = out[name]
+    let prev = out[name]
+    // A name such as `constructor` reads Object.prototype's member: that is no earlier field.
+    if (prev !== undefined && !Object.hasOwn(out, name)) prev = undefined
     // RFC 9110 section 5.3 allows joining repeated fields with commas; Cookie is the
     // exception (RFC 6265 section 5.4) and joins with "; ".
     out[name] = prev === undefined ? value : `${prev}${name === 'cookie' ? '; ' : ', '}${value}`
@@ -131,6 +134,14 @@ export function endToEndResponseHeaders (headers: IncomingHttpHeaders | Response
     if (value !== undefined) out[name] = value
   }
   return out
+}
+
+/**
+ * A request field named at run time (by a response's Vary, say): only the request's own
+ * fields, never a member every object inherits (`constructor`, `__proto__`).
+ */
+export function requestField (headers: RequestHeaders, name: string): string | undefined {
+  return Object.hasOwn(headers, name) ? headers[name] : undefined
 }
 
 /** A single string for a response header, joining repeats with commas (RFC 9110 section 5.3). */

@@ -742,6 +742,20 @@ class OriginResponseHandler implements Handler {
   onResponseEnd (_controller: Controller, trailers: ResponseHeaders): void {
     if (this.#done) return
     this.#done = true
+    try {
+      this.#end(trailers)
+    } catch (err) {
+      // A fault in deciding what to keep, not the origin's: nothing is stored, and the flight
+      // closes all the same, or this caller and every later one for the key would wait for
+      // good. A caller that has its whole body gets its end; one still owed a response (a
+      // 304's refresh, a stale stand-in) gets the error.
+      this.#settled()
+      if (this.#notModified === null && !this.#replacedByStale) this.#sink.onResponseEnd(this.#ctl, trailers)
+      else this.#sink.onResponseError(this.#ctl, err as Error)
+    }
+  }
+
+  #end (trailers: ResponseHeaders): void {
     const req = this.#req
     const { store, counters, now } = this.#o
     if (this.#replacedByStale) {

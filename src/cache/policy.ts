@@ -1,6 +1,6 @@
 import CachePolicy from 'http-cache-semantics'
 import type { RequestHeaders, ResponseHeaders } from '../headers.js'
-import { headerString } from '../headers.js'
+import { headerString, requestField } from '../headers.js'
 
 /**
  * RFC 9111 decisions for a *shared* cache. Every decision is a return value; nothing here
@@ -367,7 +367,7 @@ export function computeFreshness (
   let varyMap: Map<string, string | undefined> | null = null
   if (vary.length > 0) {
     varyMap = new Map()
-    for (const f of vary) varyMap.set(f, varyValue(f, requestHeaders[f]))
+    for (const f of vary) varyMap.set(f, varyValue(f, requestField(requestHeaders, f)))
   }
 
   return {
@@ -412,7 +412,7 @@ export function currentAge (f: Freshness, now: number): number {
 export function varyMatches (f: Freshness, requestHeaders: RequestHeaders): boolean {
   if (f.vary === null) return true
   for (const [field, stored] of f.vary) {
-    if (varyValue(field, requestHeaders[field]) !== stored) return false
+    if (varyValue(field, requestField(requestHeaders, field)) !== stored) return false
   }
   return true
 }
