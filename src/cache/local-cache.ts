@@ -476,24 +476,42 @@ export class LocalCache {
     const tier = this.#o.secondTier
     if (tier !== undefined && validating === undefined && stale === undefined && req.method === 'GET' &&
       req.headers.range === undefined && !req.directives.has('no-cache')) {
+      const { counters } = this.#o
+      // serve() counted an LRU miss ('uri-miss'; a refetch after a mismatched 304 counted
+      // none): whether the request misses is known once the store has answered. It is taken
+      // back now, in the same tick, and counted again below if the store misses too, so a
+      // read of the counters during the lookup never sees them go down afterwards (Prometheus
+      // takes a decrease for a reset), and a refetch's hit takes back no miss it never counted.
+      // The host row is the one serve() counted on, even if the table drops it meanwhile.
+      const countedMiss = fwd === 'uri-miss'
+      const row = counters.hostRow(req.host)
+      if (countedMiss) {
+        counters.values.misses--
+        row.misses--
+      }
+      const missed = (): void => {
+        if (!countedMiss) return
+        counters.values.misses++
+        row.misses++
+      }
+      // An invalidation while the store looks: what it read may predate the unsafe request,
+      // and must be neither served nor put in the LRU (as for an origin fetch in flight).
+      const sequence = this.sequence
       ctl.attach({ pause () {}, resume () {}, abort (reason) { sink.onResponseError(ctl, reason) } })
       tier.lookup(req).then((found) => {
         if (ctl.aborted) {
+          missed()
           settled()
           return
         }
-        if (found === undefined || !varyMatches(found.freshness, req.headers)) {
+        if (found === undefined || !varyMatches(found.freshness, req.headers) || this.invalidatedSince(req.key, sequence)) {
+          missed()
           this.#originFetch(req, sink, ctl, undefined, fwd, settled, undefined)
           return
         }
         this.#o.store.put(req.host, req.key, found)
         const reuse = decideReuse(found.freshness, req.directives, req.headers, this.#o.now())
         if (reuse.action === 'fresh') {
-          // serve() counted a miss of the LRU; the request turned out to be a hit.
-          const { counters } = this.#o
-          counters.values.misses--
-          const row = counters.hostRow(req.host)
-          row.misses--
           row.hits++
           counters.add('localHits')
           if (channels.hit.hasSubscribers) {
@@ -503,8 +521,12 @@ export class LocalCache {
           this.#serveStored(req, found, sink, ctl, 'hit; detail=second-tier')
           return
         }
+        missed()
         this.#originFetch(req, sink, ctl, hasValidator(found.freshness) ? found : undefined, 'stale', settled, found)
-      }, () => this.#originFetch(req, sink, ctl, undefined, fwd, settled, undefined))
+      }, () => {
+        missed()
+        this.#originFetch(req, sink, ctl, undefined, fwd, settled, undefined)
+      })
       return
     }
     this.#originFetch(req, sink, ctl, validating, fwd, settled, stale)

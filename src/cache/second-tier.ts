@@ -35,6 +35,25 @@ async function collect (body: unknown, limit: number): Promise<Buffer[] | undefi
   return recordedBody(chunks, size)
 }
 
+/** Throws when a stored entry is not one this tier can serve (see SecondTier.#lookup). */
+function malformed (found: { statusCode: unknown, headers: unknown, cachedAt: unknown }): void {
+  const status = found.statusCode
+  if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599) {
+    throw new Error(`the store returned an entry with an invalid status (${String(status)})`)
+  }
+  if (typeof found.cachedAt !== 'number' || !Number.isFinite(found.cachedAt)) {
+    throw new Error('the store returned an entry without a valid cachedAt')
+  }
+  const headers = found.headers
+  if (headers === undefined || headers === null) return
+  if (typeof headers !== 'object') throw new Error('the store returned an entry with invalid headers')
+  for (const [name, value] of Object.entries(headers)) {
+    if (typeof value === 'string') continue
+    if (Array.isArray(value) && value.every((v) => typeof v === 'string')) continue
+    throw new Error(`the store returned an entry with an invalid value for header ${name}`)
+  }
+}
+
 /**
  * A second tier behind the per-host LRU: responses stored in the LRU are written through to
  * an undici CacheStore, and an LRU miss looks there before going to the origin. The store's
@@ -84,6 +103,12 @@ export class SecondTier {
     try {
       const found = await this.#store.get(this.#key(req.url, req.headers))
       if (found === undefined) return undefined
+      // A store may be shared with other writers (or other versions), and what it hands back
+      // is served and put in the LRU as it is: an entry without a status, with a header value
+      // that is not a string (its size would be NaN, which the LRU throws on, outside any
+      // handler: an unhandled rejection and a request that never ends) or without the time it
+      // was stored is a failure of the store, and a miss.
+      malformed(found)
       const body = await collect(found.body, this.#maxEntrySize)
       if (body === undefined) return undefined
       const bodyLength = body.reduce((n, b) => n + b.length, 0)
@@ -97,7 +122,7 @@ export class SecondTier {
       delete headers.age
       return {
         status: found.statusCode,
-        statusText: found.statusMessage,
+        statusText: typeof found.statusMessage === 'string' ? found.statusMessage : '',
         headers,
         body,
         bodyLength,
