@@ -149,11 +149,21 @@ export class PassThroughHandler implements Handler {
       if (this.#held === null) return
       const held = this.#held
       this.#held = null
-      this.sink.onResponseStart(this.ctl, status, out, statusText ?? '', raw)
-      for (const e of held) {
-        if (e.kind === 'data') this.sink.onResponseData(this.ctl, e.chunk)
-        else if (e.kind === 'end') this.sink.onResponseEnd(this.ctl, e.trailers)
-        else this.sink.onResponseError(this.ctl, e.err)
+      try {
+        this.sink.onResponseStart(this.ctl, status, out, statusText ?? '', raw)
+        for (const e of held) {
+          if (e.kind === 'data') this.sink.onResponseData(this.ctl, e.chunk)
+          else if (e.kind === 'end') this.sink.onResponseEnd(this.ctl, e.trailers)
+          else this.sink.onResponseError(this.ctl, e.err)
+        }
+      } catch (err) {
+        // The caller's handler threw. Here, in a promise's callback, undici is not there to
+        // catch it: it was an unhandled rejection (the process's end, by Node's default) and
+        // the caller was never told. As undici does, the request fails with the error.
+        this.#errored = true
+        controller.abort(err as Error)
+        this.sink.onResponseError(this.ctl, err as Error)
+        return
       }
       if (!this.ctl.paused) controller.resume()
     }

@@ -179,11 +179,25 @@ export class Fanout implements CallerHandler {
     while (!sub.paused && sub.queue.length > 0 && this.#subs.has(sub)) {
       const chunk = sub.queue.shift() as Buffer
       sub.queued -= chunk.length
-      sub.sink.onResponseData(sub.ctl, chunk)
+      try {
+        sub.sink.onResponseData(sub.ctl, chunk)
+      } catch (err) {
+        this.#threw(sub, err)
+        return
+      }
     }
     if (!sub.paused && sub.queue.length === 0 && sub.trailers !== null && this.#subs.delete(sub)) {
       sub.sink.onResponseEnd(sub.ctl, sub.trailers)
     }
+  }
+
+  /**
+   * A subscriber's handler threw. undici fails the request whose handler threw, and that one
+   * only: the error goes to this subscriber as its own, and the others read on. Thrown on to
+   * the upstream instead, it failed every caller sharing the response with that error.
+   */
+  #threw (sub: Subscriber, err: unknown): void {
+    this.#leave(sub, err instanceof Error ? err : new Error(String(err)))
   }
 
   onRequestStart (): void {}
@@ -191,7 +205,13 @@ export class Fanout implements CallerHandler {
   onResponseStart (_c: Controller, status: number, headers: ResponseHeaders, statusMessage?: string, raw?: Buffer[]): void {
     if (status < 200) {
       // Interim responses go to everyone waiting; joining stays open until the final one.
-      for (const sub of this.#subs) sub.sink.onResponseStart(sub.ctl, status, headers, statusMessage)
+      for (const sub of this.#subs) {
+        try {
+          sub.sink.onResponseStart(sub.ctl, status, headers, statusMessage)
+        } catch (err) {
+          this.#threw(sub, err)
+        }
+      }
       return
     }
     this.#open = false
@@ -206,14 +226,18 @@ export class Fanout implements CallerHandler {
         sub.retry()
         continue
       }
-      if (sub.leader) {
-        sub.sink.onResponseStart(sub.ctl, status, headers, statusMessage, raw)
-        continue
+      try {
+        if (sub.leader) {
+          sub.sink.onResponseStart(sub.ctl, status, headers, statusMessage, raw)
+          continue
+        }
+        // RFC 9211 section 2.8: this response was collapsed with another request's.
+        collapsed ??= { ...headers, 'cache-status': `${String(headers['cache-status'] ?? 'forwardcache')}; collapsed` }
+        if (sub.sink.legacy) collapsedRaw ??= toRawHeaders(collapsed)
+        sub.sink.onResponseStart(sub.ctl, status, collapsed, statusMessage, collapsedRaw)
+      } catch (err) {
+        this.#threw(sub, err)
       }
-      // RFC 9211 section 2.8: this response was collapsed with another request's.
-      collapsed ??= { ...headers, 'cache-status': `${String(headers['cache-status'] ?? 'forwardcache')}; collapsed` }
-      if (sub.sink.legacy) collapsedRaw ??= toRawHeaders(collapsed)
-      sub.sink.onResponseStart(sub.ctl, status, collapsed, statusMessage, collapsedRaw)
     }
     if (this.#subs.size === 0) this.ctl.abort(new Error('no subscriber left'))
   }
@@ -224,7 +248,11 @@ export class Fanout implements CallerHandler {
         sub.queue.push(chunk)
         sub.queued += chunk.length
       } else {
-        sub.sink.onResponseData(sub.ctl, chunk)
+        try {
+          sub.sink.onResponseData(sub.ctl, chunk)
+        } catch (err) {
+          this.#threw(sub, err)
+        }
       }
     }
     this.#steer()
@@ -245,8 +273,20 @@ export class Fanout implements CallerHandler {
 
   onResponseError (_c: Controller, err: Error): void {
     this.#settle()
-    for (const sub of this.#subs) sub.sink.onResponseError(sub.ctl, err)
+    const subs = [...this.#subs]
     this.#subs.clear()
+    // Everyone is told, even when a handler throws from its onError: the rest would otherwise
+    // wait for good, and stay in flight (close() would never resolve). The first such throw
+    // goes on to the upstream afterwards, as it would with only that caller.
+    let thrown: { err: unknown } | undefined
+    for (const sub of subs) {
+      try {
+        sub.sink.onResponseError(sub.ctl, err)
+      } catch (e) {
+        thrown ??= { err: e }
+      }
+    }
+    if (thrown !== undefined) throw thrown.err
   }
 
   startRaw (): void {
