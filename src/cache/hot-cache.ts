@@ -158,14 +158,15 @@ class HotRecorder implements CallerHandler {
     if (this.#body.recording && (cl === undefined || Number(cl) === this.#body.bytes)) {
       const req = this.#req
       // The owner's Age counts: a hot copy is never fresher than the owner's.
+      const freshness = computeFreshness(this.#status, req.headers, this.#ownerHeaders, this.#requestTime, this.#o.now())
       const stored: StoredResponse = {
         status: this.#status,
         statusText: this.#statusText,
         headers: this.#headers,
         body: this.#body.body(),
         bodyLength: this.#body.bytes,
-        freshness: computeFreshness(this.#status, req.headers, this.#ownerHeaders, this.#requestTime, this.#o.now()),
-        size: entrySize(req.key, this.#headers, this.#body.bytes)
+        freshness,
+        size: entrySize(req.key, this.#headers, this.#body.bytes, this.#statusText, freshness.vary)
       }
       this.#store.put(req.host, req.key, stored)
     }

@@ -131,22 +131,33 @@ function closeDelimited (status: number, headers: ResponseHeaders): boolean {
  */
 function refreshEntry (req: CacheRequest, old: StoredResponse, update: ResponseHeaders, requestTime: number, now: number):
 { served: StoredResponse, kept: StoredResponse | undefined } {
-  const entry = (headers: ResponseHeaders): StoredResponse => ({
-    status: old.status,
-    statusText: old.statusText,
-    headers,
-    body: old.body,
-    bodyLength: old.bodyLength,
+  const entry = (headers: ResponseHeaders): StoredResponse => {
     // The update's own Age (not stored) counts towards the refreshed response's age.
-    freshness: computeFreshness(old.status, req.headers, update.age === undefined ? headers : { ...headers, age: update.age }, requestTime, now),
-    size: entrySize(req.key, headers, old.bodyLength)
-  })
+    const freshness = computeFreshness(old.status, req.headers, update.age === undefined ? headers : { ...headers, age: update.age }, requestTime, now)
+    return {
+      status: old.status,
+      statusText: old.statusText,
+      headers,
+      body: old.body,
+      bodyLength: old.bodyLength,
+      freshness,
+      size: entrySize(req.key, headers, old.bodyLength, old.statusText, freshness.vary)
+    }
+  }
   const merged = mergeNotModified(old.headers, update)
   const served = entry(merged)
-  let decision = decideStorage('GET', req.headers, old.status, merged)
+  // A Range on the request that validated is about what that caller is sent, not about the
+  // stored complete response the 304 refreshes (RFC 9111 section 4.3.4: it MUST be updated);
+  // judged with it, every range request on a stale entry would drop the entry instead.
+  let asked = req.headers
+  if (asked.range !== undefined) {
+    const { range: _range, ...rest } = asked
+    asked = rest
+  }
+  let decision = decideStorage('GET', asked, old.status, merged)
   if (!decision.store && update['set-cookie'] !== undefined) {
     const { 'set-cookie': _cookie, ...rest } = update
-    decision = decideStorage('GET', req.headers, old.status, mergeNotModified(old.headers, rest))
+    decision = decideStorage('GET', asked, old.status, mergeNotModified(old.headers, rest))
   }
   if (!decision.store) return { served, kept: undefined }
   return { served, kept: decision.headers === merged ? served : entry(decision.headers) }
@@ -457,7 +468,10 @@ export class LocalCache {
   /** Answers a caller's own conditional or range request from a stored response, if it can. */
   #servePartialOrNotModified (req: CacheRequest, stored: StoredResponse, headers: ResponseHeaders, sink: CallerHandler, ctl: CallerController): boolean {
     const f = stored.freshness
-    if (hasConditional(req.headers) && conditionalMatches(f, req.headers)) {
+    // RFC 9110 section 13.2.1: preconditions are ignored when the response without them would
+    // not be a 2xx; a stored 404 or 301 is not "not modified", whatever its validators say.
+    // (RFC 9111 section 4.3.2 evaluates them on the stored response as the origin would.)
+    if (stored.status >= 200 && stored.status < 300 && hasConditional(req.headers) && conditionalMatches(f, req.headers)) {
       replay(sink, ctl, 304, 'Not Modified', notModifiedHeaders(headers), NO_BODY)
       return true
     }
@@ -577,7 +591,9 @@ export class LocalCache {
     const hasValidators = (h: ResponseHeaders): boolean => headerString(h, 'etag') !== undefined || headerString(h, 'last-modified') !== undefined
     // Matching validators select the stored response; with none on either side, the single
     // stored response is the one (as for a 304, section 4.3.4).
-    const validated = (hasValidators(head) || !hasValidators(stored.headers)) &&
+    // A HEAD 200 describes a 200: it says nothing for a stored 404 or redirect, which it
+    // would otherwise freshen into being served in place of the 200 it announces.
+    const validated = stored.status === 200 && (hasValidators(head) || !hasValidators(stored.headers)) &&
       same('etag') && same('last-modified') && same('content-length')
     if (!validated) {
       store.delete(req.host, req.key)
@@ -729,12 +745,12 @@ class OriginResponseHandler implements Handler {
       // RFC 9111 section 4.3.5: a HEAD response updates the stored GET it describes, or, when
       // its validators or length say the representation changed, that stored GET is dropped.
       this.#cache.updateFromHead(req, this.#stale, headers, this.#requestTime, this.#sequence)
-    } else if ((this.#validating !== undefined || (req.method === 'GET' && this.#stale !== undefined)) && !this.#body.recording && status < 500) {
+    } else if (!this.#body.recording) {
       // A full response that replaces a stored one we were validating, or refilling because
       // it was stale: the old one is gone whether or not the new one may be stored (RFC 9111
       // section 4.3.3). Kept, it would come back as a stale stand-in for a later error, though
       // the origin's latest answer was no-store.
-      this.#o.store.delete(req.host, req.key)
+      this.#dropReplaced()
     }
     // Nothing will be stored for the callers waiting for this fill's end: they need not wait.
     if (!this.#body.recording) this.#settled()
@@ -756,9 +772,22 @@ class OriginResponseHandler implements Handler {
     // waiting for the stored response go their own way.
     if (this.#body.recording) {
       this.#body.add(chunk)
-      if (!this.#body.recording) this.#settled()
+      if (!this.#body.recording) {
+        // Too large after all: as when the length said so up front, the stored response this
+        // one replaces is gone (RFC 9111 section 4.3.3), or it would outlive the origin's answer.
+        this.#dropReplaced()
+        this.#settled()
+      }
     }
     if (!this.#suppressBody) this.#sink.onResponseData(this.#ctl, chunk)
+  }
+
+  /** Drops the stored response a full response from the origin replaces and that will not be stored. */
+  #dropReplaced (): void {
+    const req = this.#req
+    if ((this.#validating !== undefined || (req.method === 'GET' && this.#stale !== undefined)) && this.#status < 500) {
+      this.#o.store.delete(req.host, req.key)
+    }
   }
 
   onResponseEnd (_controller: Controller, trailers: ResponseHeaders): void {
@@ -811,16 +840,20 @@ class OriginResponseHandler implements Handler {
       // The whole body is known now: a HEAD answered from this entry can say its length.
       // Age is dropped: the freshness record holds it, and every hit sends a fresh one.
       const headers: ResponseHeaders = { ...this.#headers }
-      if (headers['content-length'] === undefined) headers['content-length'] = String(this.#body.bytes)
+      // Never on a 204: RFC 9110 section 8.6 forbids Content-Length in a 204 response.
+      if (headers['content-length'] === undefined && this.#status !== 204) headers['content-length'] = String(this.#body.bytes)
       delete headers.age
+      const freshness = computeFreshness(this.#status, req.headers, this.#headers, this.#requestTime, now())
       const stored: StoredResponse = {
         status: this.#status,
         statusText: this.#statusText,
         headers,
         body: this.#body.body(),
         bodyLength: this.#body.bytes,
-        freshness: computeFreshness(this.#status, req.headers, this.#headers, this.#requestTime, now()),
-        size: entrySize(req.key, headers, this.#body.bytes)
+        freshness,
+        // The request values it varies on are kept too: charged, or Vary on a large request
+        // field would hold many times the budget in entries that each count a few hundred bytes.
+        size: entrySize(req.key, headers, this.#body.bytes, this.#statusText, freshness.vary)
       }
       if (!this.#cache.invalidatedSince(req.key, this.#sequence) && store.put(req.host, req.key, stored, this.#validating)) {
         counters.add('stored')
@@ -887,8 +920,14 @@ interface Partial { status: 206 | 416, headers: ResponseHeaders, body: Buffer[] 
  * serve the whole response (several ranges, a unit other than bytes, or a failed If-Range).
  */
 function rangeOf (requestHeaders: RequestHeaders, f: Freshness, stored: StoredResponse): Partial | undefined {
-  const m = /^bytes=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(requestHeaders.range as string)
-  if (m === null || (m[1] === '' && m[2] === '')) return undefined
+  // Split by hand: a regular expression with whitespace on both sides of an empty number
+  // backtracks quadratically on a long run of spaces (a 16 KiB Range blocked the loop ~0.3 s).
+  const range = requestHeaders.range as string
+  if (range.length < 6 || range.slice(0, 6).toLowerCase() !== 'bytes=') return undefined
+  const dash = range.indexOf('-', 6)
+  if (dash < 0) return undefined
+  const m = ['', range.slice(6, dash).trim(), range.slice(dash + 1).trim()] as const
+  if (!/^\d*$/.test(m[1]) || !/^\d*$/.test(m[2]) || (m[1] === '' && m[2] === '')) return undefined
   const ifRange = requestHeaders['if-range']
   if (ifRange !== undefined) {
     // Section 13.1.5: a strong entity-tag match, or the exact Last-Modified date.

@@ -309,7 +309,9 @@ export function decideStorage (
   if (decide !== headers && (plain.get('private') === true || plain.has('no-store'))) return no('private or no-store in Cache-Control')
   // A shared cache replaying Set-Cookie would hand one user's session to the next; only an
   // explicit `public` says the origin meant it (the same line http-cache-semantics draws).
-  if (headers['set-cookie'] !== undefined && !cc.has('public')) return no('set-cookie')
+  // Read from Cache-Control itself: a CDN-Cache-Control `public` speaks to the origin's own
+  // CDN (RFC 9213 section 2), which keeps users apart by its own rules, as for private above.
+  if (headers['set-cookie'] !== undefined && !plain.has('public')) return no('set-cookie')
   // http-cache-semantics reads directive names case-sensitively: give it the parsed,
   // lower-cased directives, so `No-Store` and `PRIVATE` mean what they say.
   let policyHeaders = { ...joinForPolicy(decide), 'cache-control': formatDirectives(cc) }

@@ -127,7 +127,7 @@ export class SecondTier {
         body,
         bodyLength,
         freshness,
-        size: entrySize(req.key, headers, bodyLength)
+        size: entrySize(req.key, headers, bodyLength, found.statusMessage, freshness.vary)
       }
     } catch (err) {
       this.#onError(err as Error)

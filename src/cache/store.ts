@@ -41,9 +41,15 @@ interface Variants {
 // What a stored response costs beyond its bytes: objects, the key, the freshness record.
 const ENTRY_OVERHEAD = 512
 
-/** Bytes a response will be charged, given its headers and body length. */
-export function entrySize (url: string, headers: ResponseHeaders, bodyLength: number): number {
-  let n = ENTRY_OVERHEAD + url.length + bodyLength
+/**
+ * Bytes a response will be charged, given its headers and body length, its status text and
+ * the request values it varies on (kept in its freshness record for Vary matching): both come
+ * from outside and can be kilobytes each, so they count against the budgets like headers do.
+ */
+export function entrySize (url: string, headers: ResponseHeaders, bodyLength: number, statusText = '',
+  vary: ReadonlyMap<string, string | undefined> | null = null): number {
+  let n = ENTRY_OVERHEAD + url.length + bodyLength + statusText.length
+  if (vary !== null) for (const [name, value] of vary) n += name.length + (value?.length ?? 0) + 4
   for (const name in headers) {
     const v = headers[name]
     n += name.length + 4
@@ -157,7 +163,11 @@ export class Store {
     let size = 0
     for (const v of list) size += v.size
     // A URL whose variants outgrow the host budget keeps only its newest ones.
-    while (size > this.#opts.maxHostSize && list.length > 1) size -= (list.pop() as StoredResponse).size
+    // Those dropped are evictions to stay within maxHostSize, and count as such.
+    while (size > this.#opts.maxHostSize && list.length > 1) {
+      size -= (list.pop() as StoredResponse).size
+      this.#evictions++
+    }
     lru.set(url, { list, size })
     this.#bytes += size
     this.#entries += list.length
