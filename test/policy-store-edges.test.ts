@@ -223,3 +223,20 @@ test('the request values a response varies on are charged: Vary on a large field
     await small.close()
   }
 })
+
+test('Vary naming a field every object inherits (constructor, __proto__, toString) is answered and stored, not left hanging', async () => {
+  for (const field of ['Constructor', '__proto__', 'toString']) {
+    const path = `/vary-inherited-${field}`
+    origin.route(path, (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600', vary: field, 'content-length': 2 })
+      res.end('hi')
+    })
+    for (let i = 0; i < 2; i++) {
+      const res = await request(origin.url + path, { dispatcher: peer, signal: AbortSignal.timeout(3000) })
+      assert.equal(res.statusCode, 200)
+      assert.equal(await res.body.text(), 'hi')
+    }
+    assert.equal(origin.count(path), 1, `Vary: ${field}: the second request is a hit`)
+  }
+  assert.equal(peer.stats().flights, 0)
+})

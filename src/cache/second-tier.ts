@@ -120,14 +120,15 @@ export class SecondTier {
       const headers: ResponseHeaders = { ...found.headers }
       const freshness = computeFreshness(found.statusCode, varyRequest, headers, found.cachedAt, found.cachedAt)
       delete headers.age
+      const statusText = typeof found.statusMessage === 'string' ? found.statusMessage : ''
       return {
         status: found.statusCode,
-        statusText: typeof found.statusMessage === 'string' ? found.statusMessage : '',
+        statusText,
         headers,
         body,
         bodyLength,
         freshness,
-        size: entrySize(req.key, headers, bodyLength, found.statusMessage, freshness.vary)
+        size: entrySize(req.key, headers, bodyLength, statusText, freshness.vary)
       }
     } catch (err) {
       this.#onError(err as Error)
