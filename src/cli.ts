@@ -185,6 +185,13 @@ function main (): void {
   }
 
   let discovery: DnsDiscovery | undefined
+  // A port in use or an address this host does not have (--port, --host, the port of --self):
+  // without a listener, node:http throws the 'error' event out of the event loop, a stack trace
+  // instead of a log line.
+  server.on('error', (err) => {
+    log('error', 'server failed', { error: err.message })
+    peer.destroy().finally(() => process.exit(1))
+  })
   server.listen(port, v.host ?? '0.0.0.0', () => {
     const address = server.address()
     const bound = typeof address === 'object' && address !== null ? address.port : port

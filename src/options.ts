@@ -231,6 +231,18 @@ function positiveInteger (opts: Record<string, unknown>, name: string, fallback:
   return v
 }
 
+// Points per peer on the ring. The ring is built synchronously (and, before the hash has
+// loaded, in a promise nobody may be waiting on): a count past what memory holds crashed the
+// process later, and one that fits froze the event loop (10^8 points: about 50 s). The
+// deployment guide measures up to 500.
+const MAX_VNODES = 10_000
+
+function resolveVnodes (opts: Record<string, unknown>): number {
+  const v = positiveInteger(opts, 'vnodes', 160)
+  if (v > MAX_VNODES) throw new InvalidArgumentError(`expected opts.vnodes to be at most ${MAX_VNODES}`)
+  return v
+}
+
 // The longest delay a Node timer keeps: past it, setTimeout fires after 1 ms instead.
 const MAX_TIMER_MS = 2 ** 31 - 1
 
@@ -279,8 +291,13 @@ export function resolveRouterOptions (opts: RouterOptions, defaultPeers: string[
   if (opts === null || typeof opts !== 'object') throw new InvalidArgumentError('expected opts to be an object')
   const o = opts as Record<string, unknown>
   const path = opts.path ?? DEFAULT_PATH
-  if (typeof path !== 'string' || !path.startsWith('/') || /[?#\s]/.test(path)) {
-    throw new InvalidArgumentError('expected opts.path to be a path starting with "/" and without query or fragment')
+  // Printable ASCII only: the path goes on the request line to every peer as it is, and is
+  // matched as it is against the request line the handler receives. A character outside
+  // ASCII (sent as one latin1 byte, or refused by undici) never matched: every forward
+  // failed and every request went to the origin uncached (RFC 3986 section 3.3 allows
+  // non-ASCII only percent-encoded).
+  if (typeof path !== 'string' || !path.startsWith('/') || /[?#]|[^\x21-\x7e]/.test(path)) {
+    throw new InvalidArgumentError('expected opts.path to be a path starting with "/", of printable ASCII, without query or fragment')
   }
   if (opts.origin !== undefined && (opts.origin === null || typeof (opts.origin as Dispatcher).dispatch !== 'function')) {
     throw new InvalidArgumentError('expected opts.origin to be an undici Dispatcher')
@@ -290,8 +307,10 @@ export function resolveRouterOptions (opts: RouterOptions, defaultPeers: string[
   }
   return {
     peers: opts.peers === undefined ? defaultPeers : resolvePeerList(opts.peers),
-    path: path.length > 1 ? path.replace(/\/+$/, '') : path,
-    vnodes: positiveInteger(o, 'vnodes', 160),
+    // Trailing slashes dropped; a path of slashes alone is the root, not '' (no request line
+    // starts with '', so no forward could be sent and no handler request matched).
+    path: path.length > 1 ? (path.replace(/\/+$/, '') || '/') : path,
+    vnodes: resolveVnodes(o),
     origin: opts.origin,
     peerConnectTimeout: milliseconds(o, 'peerConnectTimeout', 1000),
     peerTimeout: milliseconds(o, 'peerTimeout', 5000),

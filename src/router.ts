@@ -1,3 +1,4 @@
+import { stringify as stringifyQuery, type ParsedUrlQueryInput } from 'node:querystring'
 import { Agent, Dispatcher } from 'undici'
 import type { HotCache } from './cache/hot-cache.js'
 import type { CacheRequest } from './cache/local-cache.js'
@@ -20,7 +21,7 @@ import { ForbiddenOriginError, guardedConnector, originMatcher } from './securit
 import { AUTH_HEADER, Signer } from './security/signature.js'
 import { Counters } from './stats.js'
 import { channels } from './observe/channels.js'
-import { canonicalBytes, canonicalLength, normaliseOriginUrl } from './url.js'
+import { canonicalBytes, canonicalLength, normaliseOriginUrl, originBase } from './url.js'
 
 type Handler = Dispatcher.DispatchHandler
 type DispatchOptions = Dispatcher.DispatchOptions
@@ -306,10 +307,22 @@ export abstract class Router extends Dispatcher {
       if (typeof method !== 'string' || method === '') throw new InvalidArgumentError('opts.method must be a string')
       if (origin === undefined || origin === null) throw new InvalidArgumentError('opts.origin is required')
       // CR, LF, NUL and other controls in the path are refused by normaliseOriginUrl.
-      const originString = typeof origin === 'string' ? origin : (origin as { origin?: unknown }).origin
+      // A URL is read whole (href), as undici reads it: one with a path, query or fragment is
+      // refused by originBase() below, not cut down to its origin.
+      const originString = typeof origin === 'string'
+        ? origin
+        : origin instanceof URL ? origin.href : (origin as { origin?: unknown }).origin
       if (typeof originString !== 'string') throw new InvalidArgumentError('opts.origin must be a string or a URL')
       if (query !== undefined && query !== null) {
-        const qs = new URLSearchParams(query as Record<string, string>).toString()
+        // As undici serialises opts.query (node:querystring, core/util.js serializePathWithQuery):
+        // a space is %20, an array one pair per element, null and undefined empty values.
+        // URLSearchParams wrote + (a plus sign to RFC 3986, not a space), a=1%2C2 and a=null:
+        // the origin was asked for something else than undici would have asked it.
+        // After a fragment the query would be dropped with it; undici refuses that too.
+        if (path.includes('#')) throw new InvalidArgumentError('opts.query cannot be used with a path that has a fragment')
+        // A URLSearchParams (which node:querystring would read as no fields at all) keeps its
+        // own serialisation.
+        const qs = query instanceof URLSearchParams ? query.toString() : stringifyQuery(query as ParsedUrlQueryInput)
         if (qs !== '') path += (path.includes('?') ? '&' : '?') + qs
       }
       const target = this.#url(originString, path)
@@ -412,7 +425,7 @@ export abstract class Router extends Dispatcher {
     }
     let target = paths?.get(path)
     if (target !== undefined) return target
-    const url = normaliseOriginUrl(origin.endsWith('/') ? origin.replace(/\/+$/, '') + path : origin + path)
+    const url = normaliseOriginUrl(originBase(origin) + path)
     target = { url, key: url.href, host: url.host, ring: undefined, owner: undefined, query: undefined }
     if (this.#urlCount >= 4096) {
       this.#urls.clear()

@@ -36,6 +36,28 @@ export function normaliseOriginUrl (input: string | URL): URL {
   return url
 }
 
+// scheme://authority and at most trailing slashes: nothing after the authority to check.
+const PLAIN_ORIGIN = /^https?:\/\/[^/?#\\@]+\/*$/i
+
+/**
+ * A Dispatcher's opts.origin as the scheme and authority that opts.path is appended to, as
+ * undici reads it (core/util.js parseOrigin): an empty path, query or fragment is the origin
+ * itself; a path, a query or a fragment is refused. Joined to the path as a string, `http://h#`
+ * and `/x` made `http://h/` (the path became part of the fragment: a caller asking for /x got
+ * the response for /), `http://h?` and `/x` made the query `?/x`, and `http://h/base` and `/x`
+ * made `/base/x`, a request undici refuses.
+ */
+export function originBase (origin: string): string {
+  if (PLAIN_ORIGIN.test(origin)) return origin.endsWith('/') ? origin.replace(/\/+$/, '') : origin
+  // Control characters, other schemes and userinfo are refused here as in any URL.
+  const url = normaliseOriginUrl(origin)
+  // normaliseOriginUrl drops the fragment: whether there was a non-empty one is read off the string.
+  if (!/^\/*$/.test(url.pathname) || url.search !== '' || /#./.test(origin)) {
+    throw new InvalidArgumentError(`opts.origin must be a scheme, a host and a port only, got ${JSON.stringify(origin.slice(0, 200))}`)
+  }
+  return url.origin
+}
+
 /**
  * RFC 3986 section 6.2.2.2: a percent-encoded unreserved character (letters, digits, `-._~`)
  * is the same URL as the character itself, so it is decoded; section 6.2.2.1: the hex digits of

@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import net, { type AddressInfo } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { after, before, describe, test } from 'node:test'
+import { errors, request } from 'undici'
+import { Peer } from '../src/index.js'
+import { startOrigin, type CountingOrigin } from './helpers/origin.js'
+import { startLocalPeers, ownedBy } from './helpers/peers.js'
+
+// Entry points and their input handling: what a caller passes to dispatch() and to the
+// constructor reaches the origin as undici itself would send it, or is refused up front.
+
+let origin: CountingOrigin
+let peer: Peer
+
+before(async () => {
+  origin = await startOrigin()
+  peer = new Peer({ self: 'http://127.0.0.1:1' })
+  await peer.ready
+})
+
+after(async () => {
+  await peer.close()
+  await origin.close()
+})
+
+/** The request lines (path and query) the origin received while `fn` ran. */
+async function seen (fn: () => Promise<unknown>): Promise<string[]> {
+  const from = origin.log.length
+  await fn()
+  return origin.log.slice(from).map((r) => r.url)
+}
+
+describe('dispatch input', () => {
+  test('the query option reaches the origin as undici serialises it (node:querystring), not as URLSearchParams does', async () => {
+    const cases: Array<[Record<string, unknown>, string]> = [
+      // undici: %20 for a space; URLSearchParams would send +, which RFC 3986 does not read as a space.
+      [{ q: 'a b' }, '/qs1?q=a%20b'],
+      // undici: one pair per array element; URLSearchParams would send a=1%2C2.
+      [{ a: ['1', '2'] }, '/qs2?a=1&a=2'],
+      // undici: empty values for null and undefined; URLSearchParams would send the words.
+      [{ a: null, b: undefined, c: 1 }, '/qs3?a=&b=&c=1']
+    ]
+    for (const [i, [query, expected]] of cases.entries()) {
+      const path = `/qs${i + 1}`
+      const lines = await seen(async () => {
+        const res = await peer.request({ origin: origin.url, path, method: 'GET', query })
+        assert.equal(await res.body.text(), `body of ${expected}`)
+      })
+      assert.deepEqual(lines, [expected], JSON.stringify(query))
+    }
+    // A URLSearchParams keeps its own serialisation (node:querystring would find no fields in it).
+    const res = await peer.request({ origin: origin.url, path: '/qs4', method: 'GET', query: new URLSearchParams({ v: 'a b' }) as unknown as Record<string, string> })
+    assert.equal(await res.body.text(), 'body of /qs4?v=a+b')
+  })
+
+  test('a query option with a path that has a fragment is refused, not dropped with the fragment', async () => {
+    const lines = await seen(async () => {
+      await assert.rejects(peer.request({ origin: origin.url, path: '/frag#top', method: 'GET', query: { a: '1' } }), errors.InvalidArgumentError)
+    })
+    assert.deepEqual(lines, [])
+  })
+
+  test('an origin string with an empty query or fragment is the origin: the path is not lost or moved into the query', async () => {
+    // undici's own Agent sends /origin-x for both.
+    for (const suffix of ['#', '?']) {
+      const lines = await seen(async () => {
+        const res = await peer.request({ origin: origin.url + suffix, path: '/origin-x', method: 'GET' })
+        assert.equal(await res.body.text(), 'body of /origin-x', suffix)
+      })
+      assert.ok(lines.every((l) => l === '/origin-x'), `${suffix}: ${lines.join(' ')}`)
+    }
+  })
+
+  test('an origin with a path, a query or a fragment is refused as undici refuses it, not joined to the path', async () => {
+    for (const bad of [origin.url + '/base', origin.url + '/?a=1', origin.url + '#frag', new URL(origin.url + '/base')]) {
+      const lines = await seen(async () => {
+        await assert.rejects(peer.request({ origin: bad, path: '/joined', method: 'GET' }), errors.InvalidArgumentError, String(bad))
+      })
+      assert.deepEqual(lines, [], String(bad))
+    }
+    // Trailing slashes alone are still the origin.
+    const res = await peer.request({ origin: origin.url + '/', path: '/slash', method: 'GET' })
+    assert.equal(await res.body.text(), 'body of /slash')
+  })
+})
+
+describe('options', () => {
+  test('vnodes too large for a ring is refused by the constructor, not a crash when the ring is built', () => {
+    assert.throws(() => new Peer({ self: 'http://a', vnodes: 2 ** 32 }), (err: Error) => err instanceof errors.InvalidArgumentError && /opts\.vnodes/.test(err.message))
+    assert.throws(() => new Peer({ self: 'http://a', vnodes: 100_000_000 }), errors.InvalidArgumentError)
+  })
+
+  test('a handler path of only slashes is the root, and a path a request line cannot carry is refused', async () => {
+    for (const path of ['/é', '/€', '/a\u00a0b']) {
+      assert.throws(() => new Peer({ self: 'http://a', path }), (err: Error) => err instanceof errors.InvalidArgumentError && /opts\.path/.test(err.message), path)
+    }
+    // '//' was taken as '', a path no forward could be sent to and no handler matched: every
+    // request went to the origin uncached.
+    const cluster = await startLocalPeers(2, { path: '//' })
+    try {
+      const [a, b] = cluster.peers as [Peer, Peer]
+      const [url] = ownedBy(a, cluster.urls[1] as string, (i) => `${origin.url}/root-path-${i}`)
+      const res = await request(url as string, { dispatcher: a })
+      await res.body.text()
+      assert.match(String(res.headers['cache-status']), /fwd=uri-miss/)
+      assert.equal(b.stats().servedForPeers, 1)
+    } finally {
+      await cluster.close()
+    }
+  })
+})
+
+describe('forwardcache command', () => {
+  test('a port it cannot listen on is an error line and exit code 1, not an uncaught exception', { timeout: 30_000 }, async () => {
+    const busy = net.createServer()
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+    const port = (busy.address() as AddressInfo).port
+    try {
+      const cli = fileURLToPath(new URL('../src/cli.js', import.meta.url))
+      const proc = spawn(process.execPath, [cli, '--self', `http://127.0.0.1:${port}`, '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let stdout = ''
+      let stderr = ''
+      proc.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
+      proc.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+      const [code] = await once(proc, 'exit')
+      assert.equal(code, 1)
+      assert.doesNotMatch(stderr, /Unhandled 'error' event|\n\s+at /)
+      assert.match(stdout, /"level":"error".*EADDRINUSE/)
+    } finally {
+      busy.close()
+    }
+  })
+})
