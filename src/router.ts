@@ -81,6 +81,9 @@ function hasBody (body: unknown): boolean {
   return true
 }
 
+// The longest origin + path whose parsed target #url() keeps.
+const MAX_REMEMBERED_URL = 2048
+
 // What a Proxy made by Router.compose() answers with the instance it stands for.
 const COMPOSED_TARGET = Symbol('forwardcache.composedTarget')
 
@@ -427,6 +430,10 @@ export abstract class Router extends Dispatcher {
     if (target !== undefined) return target
     const url = normaliseOriginUrl(originBase(origin) + path)
     target = { url, key: url.href, host: url.host, ring: undefined, owner: undefined, query: undefined }
+    // Only URLs of ordinary length are remembered, as handler() remembers its targets: the
+    // table holds each one several times over (the path, the key, the URL), and 4096 URLs of
+    // a megabyte each (a caller that fetches URLs it is given) took gigabytes of heap.
+    if (origin.length + path.length > MAX_REMEMBERED_URL) return target
     if (this.#urlCount >= 4096) {
       this.#urls.clear()
       this.#urlCount = 0

@@ -3,6 +3,8 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import net, { type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
+import v8 from 'node:v8'
+import vm from 'node:vm'
 import { after, before, describe, test } from 'node:test'
 import { errors, request } from 'undici'
 import { Peer } from '../src/index.js'
@@ -84,6 +86,51 @@ describe('dispatch input', () => {
     // Trailing slashes alone are still the origin.
     const res = await peer.request({ origin: origin.url + '/', path: '/slash', method: 'GET' })
     assert.equal(await res.body.text(), 'body of /slash')
+  })
+})
+
+describe('long URLs', () => {
+  test('URLs of a megabyte are not remembered by dispatch: 200 of them do not stay on the heap', async () => {
+    v8.setFlagsFromString('--expose-gc')
+    const gc = vm.runInNewContext('gc') as () => void
+    const filler = 'a'.repeat(1_000_000)
+    gc()
+    const before = process.memoryUsage().heapUsed
+    for (let i = 0; i < 200; i++) {
+      // node:http answers 431 to a request line this long; what matters is what stays behind.
+      const res = await peer.request({ origin: origin.url, path: `/long-${i}/${filler}`, method: 'GET' })
+      await res.body.dump()
+    }
+    gc()
+    const grown = process.memoryUsage().heapUsed - before
+    // Remembered, they took about 2 MB each (400 MB); a few MB of noise is allowed.
+    assert.ok(grown < 64 * 2 ** 20, `heap grew by ${Math.round(grown / 2 ** 20)} MiB`)
+  })
+
+  test('URLs of a megabyte owned by another peer are not kept by the hot counts', async () => {
+    v8.setFlagsFromString('--expose-gc')
+    const gc = vm.runInNewContext('gc') as () => void
+    const cluster = await startLocalPeers(2)
+    try {
+      const [a] = cluster.peers as [Peer, Peer]
+      const filler = 'a'.repeat(1_000_000)
+      const urls = ownedBy(a, cluster.urls[1] as string, (i) => `${origin.url}/long-hot-${i}/${filler}`, 150)
+      gc()
+      const before = process.memoryUsage().heapUsed
+      for (const url of urls) {
+        // The owner's server answers 431 to a q this long, and A fetches from the origin itself.
+        const u = new URL(url)
+        const res = await a.request({ origin: u.origin, path: u.pathname, method: 'GET' })
+        await res.body.dump()
+      }
+      assert.equal(a.stats().forwards, urls.length)
+      gc()
+      const grown = process.memoryUsage().heapUsed - before
+      // Counted, they took about 1 MB each (150 MB).
+      assert.ok(grown < 48 * 2 ** 20, `heap grew by ${Math.round(grown / 2 ** 20)} MiB`)
+    } finally {
+      await cluster.close()
+    }
   })
 })
 

@@ -24,6 +24,9 @@ export interface HotCacheOptions {
   self: string
 }
 
+// The longest key (URL) counted for hot copies.
+const MAX_COUNTED_KEY = 4096
+
 /**
  * A small cache on a non-owner peer for keys it is asked for often, so one hot URL does not
  * pin its owner's network. Only fresh copies are served; anything else goes to the owner as
@@ -78,7 +81,9 @@ export class HotCache {
 
   /** Counts a request for a key; true once the key is hot enough to copy. */
   count (req: CacheRequest): boolean {
-    if (req.method !== 'GET') return false
+    // The counts keep up to 10,000 keys: a key of a megabyte each (a caller that fetches URLs
+    // it is given) would hold gigabytes. Longer keys are never copied hot.
+    if (req.method !== 'GET' || req.key.length > MAX_COUNTED_KEY) return false
     const n = (this.#counts.get(req.key) ?? 0) + 1
     this.#counts.set(req.key, n)
     return n >= this.#o.threshold
