@@ -1,5 +1,8 @@
 import { InvalidArgumentError } from './errors.js'
 
+// The longest host name a URL may have (RFC 3986 section 3.2.2).
+const MAX_HOST_LENGTH = 255
+
 /**
  * The cache key and origin target of a request: the absolute URL, normalised the way WHATWG URL
  * does it (scheme and host case, default port, dot segments, percent-encoding), without the
@@ -24,6 +27,14 @@ export function normaliseOriginUrl (input: string | URL): URL {
   }
   if (url.username !== '' || url.password !== '') {
     throw new InvalidArgumentError('URLs with userinfo are refused: credentials do not belong in a shared cache key')
+  }
+  // RFC 3986 section 3.2.2 and RFC 1035 section 2.3.4: a host name is at most 255 characters,
+  // and no resolver looks up a longer one (getaddrinfo fails with EINVAL), but WHATWG URL takes
+  // hosts of any length. Each host gets a row of per-host counters and its own lines in
+  // metrics(): 200 hosts of a megabyte made metrics() throw RangeError (Invalid string length),
+  // which crashed the standalone peer at its next /metrics scrape.
+  if (url.hostname.length > MAX_HOST_LENGTH) {
+    throw new InvalidArgumentError(`host names are at most ${MAX_HOST_LENGTH} characters (RFC 3986 section 3.2.2)`)
   }
   // Setting hash re-serialises the URL: only when there is a fragment to drop.
   if (url.hash !== '') url.hash = ''
@@ -259,8 +270,9 @@ function canonicalScratch (s: string, n: number): boolean {
     }
   }
   const hostEnd = i
-  // The host starts and ends with a letter or digit.
-  if (hostEnd === hostStart || lastDot === hostEnd - 1 || b[hostStart] === HYPHEN || b[hostEnd - 1] === HYPHEN) return false
+  // The host starts and ends with a letter or digit; a longer one than DNS allows is refused
+  // by the full parse.
+  if (hostEnd === hostStart || hostEnd - hostStart > MAX_HOST_LENGTH || lastDot === hostEnd - 1 || b[hostStart] === HYPHEN || b[hostEnd - 1] === HYPHEN) return false
   if (i < n && b[i] === COLON) {
     i++
     const portStart = i

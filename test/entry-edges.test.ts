@@ -134,6 +134,28 @@ describe('long URLs', () => {
   })
 })
 
+describe('host names', () => {
+  test('a host name longer than DNS allows is refused, and leaves no per-host row for metrics() to print', async () => {
+    const label = 'a'.repeat(63)
+    const longest = `${label}.${label}.${label}.${'b'.repeat(63)}` // 255 characters
+    assert.equal(typeof peer.ownerOf(`http://${longest}/`), 'string')
+    assert.throws(() => peer.ownerOf(`http://x${longest}/`), errors.InvalidArgumentError)
+    const p = new Peer({ self: 'http://127.0.0.1:1', originConnectTimeout: 200 })
+    try {
+      const filler = 'h'.repeat(1_000_000)
+      // 200 of them made metrics() throw RangeError: Invalid string length (the standalone
+      // peer's /metrics crashed the process). getaddrinfo refuses such names anyway.
+      for (let i = 0; i < 200; i++) {
+        await assert.rejects(p.request({ origin: `http://h${i}${filler}.invalid`, path: '/', method: 'GET' }), errors.InvalidArgumentError)
+      }
+      assert.deepEqual(Object.keys(p.stats().perHost), [])
+      assert.ok(p.metrics().length < 100_000)
+    } finally {
+      await p.destroy()
+    }
+  })
+})
+
 describe('options', () => {
   test('vnodes too large for a ring is refused by the constructor, not a crash when the ring is built', () => {
     assert.throws(() => new Peer({ self: 'http://a', vnodes: 2 ** 32 }), (err: Error) => err instanceof errors.InvalidArgumentError && /opts\.vnodes/.test(err.message))
