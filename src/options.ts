@@ -282,9 +282,17 @@ function resolveOrigins (origins: unknown): OriginRule[] | undefined {
   return [...origins] as OriginRule[]
 }
 
+// The most members a Ring holds (it packs a member's index in 16 bits).
+const MAX_PEERS = 65_536
+
 export function resolvePeerList (peers: unknown, what = 'opts.peers'): string[] {
   if (!Array.isArray(peers)) throw new InvalidArgumentError(`expected ${what} to be an array of URLs`)
-  return [...new Set(peers.map((p, i) => normalisePeerUrl(p as string, `${what}[${i}]`)))]
+  const list = [...new Set(peers.map((p, i) => normalisePeerUrl(p as string, `${what}[${i}]`)))]
+  // Checked here, before anything uses the list: the Ring's own RangeError came from the
+  // constructor's ring build (before the hash had loaded, a rejected promise that crashed the
+  // process), or from setPeers() after the new pool had half replaced the old one.
+  if (list.length > MAX_PEERS) throw new InvalidArgumentError(`expected ${what} to hold at most ${MAX_PEERS} peers`)
+  return list
 }
 
 export function resolveRouterOptions (opts: RouterOptions, defaultPeers: string[]): ResolvedRouterOptions {

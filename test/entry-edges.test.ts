@@ -162,6 +162,21 @@ describe('options', () => {
     assert.throws(() => new Peer({ self: 'http://a', vnodes: 100_000_000 }), errors.InvalidArgumentError)
   })
 
+  test('a pool larger than a ring holds is refused up front, by the constructor and by setPeers', async () => {
+    const peers = Array.from({ length: 65_537 }, (_, i) => `http://10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:3000`)
+    assert.throws(() => new Peer({ self: peers[0] as string, peers }), (err: Error) => err instanceof errors.InvalidArgumentError && /at most 65536 peers/.test(err.message))
+    const p = new Peer({ self: 'http://127.0.0.1:1' })
+    try {
+      assert.throws(() => p.setPeers(peers), errors.InvalidArgumentError)
+      // The pool is left as it was: nothing half applied.
+      assert.deepEqual(p.peers, ['http://127.0.0.1:1'])
+      const res = await p.request({ origin: origin.url, path: '/after-bad-pool', method: 'GET' })
+      assert.equal(await res.body.text(), 'body of /after-bad-pool')
+    } finally {
+      await p.destroy()
+    }
+  })
+
   test('a handler path of only slashes is the root, and a path a request line cannot carry is refused', async () => {
     for (const path of ['/é', '/€', '/a\u00a0b']) {
       assert.throws(() => new Peer({ self: 'http://a', path }), (err: Error) => err instanceof errors.InvalidArgumentError && /opts\.path/.test(err.message), path)
