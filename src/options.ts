@@ -12,16 +12,19 @@ export const DEFAULT_PATH = '/proxy'
 export interface RouterOptions {
   /**
    * Base URLs of every peer in the pool (for a Peer, itself included). Order does not matter;
-   * spellings are normalised (scheme and host case, default port, trailing slash).
+   * spellings are normalised (scheme and host case, default port, trailing slash). At most
+   * 65,536 peers.
    */
   peers?: readonly string[] | undefined
   /**
-   * Where each peer's `handler()` answers, appended to the peer's base URL.
+   * Where each peer's `handler()` answers, appended to the peer's base URL: printable ASCII,
+   * no query or fragment.
    * @default '/proxy'
    */
   path?: string | undefined
   /**
    * Virtual nodes per peer on the hash ring. More spreads keys more evenly, at a little memory.
+   * At most 10,000.
    * @default 160
    */
   vnodes?: number | undefined
