@@ -4,7 +4,7 @@ import type { CallerHandler } from '../dispatch/compat.js'
 import type { CallerController } from '../dispatch/controller.js'
 import { headerString, toRawHeaders, type ResponseHeaders } from '../headers.js'
 import type { CacheRequest } from './local-cache.js'
-import { CACHE_NAME, coalescable, UNFRAMED } from './local-cache.js'
+import { CACHE_NAME, coalescable, hasOriginPrecondition, UNFRAMED } from './local-cache.js'
 import { computeFreshness, currentAge, decideReuse, decideStorage, varyMatches } from './policy.js'
 import { replay } from './replay.js'
 import { channels } from '../observe/channels.js'
@@ -26,6 +26,8 @@ export interface HotCacheOptions {
 
 // The longest key (URL) counted for hot copies.
 const MAX_COUNTED_KEY = 4096
+// Invalidations remembered for the owner responses being copied (HotCache.invalidatedSince).
+const MAX_REMEMBERED_INVALIDATIONS = 4096
 
 /**
  * A small cache on a non-owner peer for keys it is asked for often, so one hot URL does not
@@ -91,10 +93,40 @@ export class HotCache {
 
   /** A sink that copies the owner's response into the hot cache on its way to `sink`. */
   recorder (req: CacheRequest, sink: CallerHandler): CallerHandler {
-    return new HotRecorder(this.#store, this.#o, req, sink)
+    return new HotRecorder(this, this.#store, this.#o, req, sink)
+  }
+
+  // RFC 9111 section 4.4, as LocalCache does for its origin fetches: a response being copied
+  // when its URL is invalidated was read before the unsafe request changed the resource (the
+  // owner itself stores nothing from such a fetch). Copied after the invalidation, it would be
+  // served hot as fresh until it expired. Recorders note the sequence number when they start
+  // and copy nothing if their key was invalidated since; past the remembered invalidations,
+  // an older recorder copies nothing (a forward more, never a stale hit).
+  #sequence = 0
+  readonly #invalidatedAt = new Map<string, number>()
+  #forgottenUpTo = 0
+
+  /** The number a recorder starting now notes, for invalidatedSince(). */
+  get sequence (): number {
+    return this.#sequence
+  }
+
+  /** Was `key` invalidated after a recorder that noted `sequence` started? */
+  invalidatedSince (key: string, sequence: number): boolean {
+    if (sequence < this.#forgottenUpTo) return true
+    const at = this.#invalidatedAt.get(key)
+    return at !== undefined && at > sequence
   }
 
   invalidate (url: URL): void {
+    const seq = ++this.#sequence
+    this.#invalidatedAt.delete(url.href)
+    this.#invalidatedAt.set(url.href, seq)
+    if (this.#invalidatedAt.size > MAX_REMEMBERED_INVALIDATIONS) {
+      const [oldestKey, oldest] = this.#invalidatedAt.entries().next().value as [string, number]
+      this.#invalidatedAt.delete(oldestKey)
+      this.#forgottenUpTo = oldest
+    }
     this.#store.delete(url.host, url.href)
   }
 
@@ -106,6 +138,8 @@ export class HotCache {
 /** Passes an owner's response through while copying it, if a shared cache may store it. */
 class HotRecorder implements CallerHandler {
   readonly legacy = false
+  readonly #hot: HotCache
+  readonly #sequence: number
   readonly #store: Store
   readonly #o: HotCacheOptions
   readonly #req: CacheRequest
@@ -117,7 +151,9 @@ class HotRecorder implements CallerHandler {
   #headers: ResponseHeaders = {}
   #ownerHeaders: ResponseHeaders = {}
 
-  constructor (store: Store, o: HotCacheOptions, req: CacheRequest, sink: CallerHandler) {
+  constructor (hot: HotCache, store: Store, o: HotCacheOptions, req: CacheRequest, sink: CallerHandler) {
+    this.#hot = hot
+    this.#sequence = hot.sequence
     this.#store = store
     this.#o = o
     this.#req = req
@@ -135,7 +171,11 @@ class HotRecorder implements CallerHandler {
     const cl = headerString(headers, 'content-length')
     // The owner relays a body it would not store itself as it came; neither is it copied here.
     const unframed = headerString(headers, 'cache-status')?.includes(`detail=${UNFRAMED}`) === true
-    if (decision.store && !unframed && (cl === undefined || Number(cl) <= this.#o.maxEntrySize)) {
+    // The owner stores nothing but a 200 for a request with If-Match or If-Unmodified-Since:
+    // a 412 (even one with max-age) answers that request's precondition alone (RFC 9110
+    // section 13.1), and copied hot it would answer every plain GET.
+    const storable = decision.store && (status === 200 || !hasOriginPrecondition(this.#req.headers))
+    if (storable && !unframed && (cl === undefined || Number(cl) <= this.#o.maxEntrySize)) {
       this.#body.start()
       this.#status = status
       this.#statusText = statusMessage ?? ''
@@ -160,7 +200,7 @@ class HotRecorder implements CallerHandler {
 
   onResponseEnd (controller: Controller, trailers: ResponseHeaders): void {
     const cl = headerString(this.#headers, 'content-length')
-    if (this.#body.recording && (cl === undefined || Number(cl) === this.#body.bytes)) {
+    if (this.#body.recording && (cl === undefined || Number(cl) === this.#body.bytes) && !this.#hot.invalidatedSince(this.#req.key, this.#sequence)) {
       const req = this.#req
       // The owner's Age counts: a hot copy is never fresher than the owner's.
       const freshness = computeFreshness(this.#status, req.headers, this.#ownerHeaders, this.#requestTime, this.#o.now())

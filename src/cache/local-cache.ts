@@ -101,7 +101,7 @@ function withoutConditionals (headers: RequestHeaders): RequestHeaders {
  * Preconditions only the origin can evaluate (RFC 9111 section 4.3.2): a request carrying
  * one is answered by the origin, with the field, never from the store.
  */
-function hasOriginPrecondition (headers: RequestHeaders): boolean {
+export function hasOriginPrecondition (headers: RequestHeaders): boolean {
   return headers['if-match'] !== undefined || headers['if-unmodified-since'] !== undefined
 }
 
