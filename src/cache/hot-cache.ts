@@ -6,6 +6,7 @@ import { headerString, toRawHeaders, type ResponseHeaders } from '../headers.js'
 import type { CacheRequest } from './local-cache.js'
 import { CACHE_NAME, coalescable, hasOriginPrecondition, UNFRAMED } from './local-cache.js'
 import { computeFreshness, currentAge, decideReuse, decideStorage, varyMatches } from './policy.js'
+import { Invalidations } from './invalidations.js'
 import { replay } from './replay.js'
 import { channels } from '../observe/channels.js'
 import { BodyRecorder } from './body-recorder.js'
@@ -26,8 +27,6 @@ export interface HotCacheOptions {
 
 // The longest key (URL) counted for hot copies.
 const MAX_COUNTED_KEY = 4096
-// Invalidations remembered for the owner responses being copied (HotCache.invalidatedSince).
-const MAX_REMEMBERED_INVALIDATIONS = 4096
 
 /**
  * A small cache on a non-owner peer for keys it is asked for often, so one hot URL does not
@@ -96,37 +95,13 @@ export class HotCache {
     return new HotRecorder(this, this.#store, this.#o, req, sink)
   }
 
-  // RFC 9111 section 4.4, as LocalCache does for its origin fetches: a response being copied
-  // when its URL is invalidated was read before the unsafe request changed the resource (the
-  // owner itself stores nothing from such a fetch). Copied after the invalidation, it would be
-  // served hot as fresh until it expired. Recorders note the sequence number when they start
-  // and copy nothing if their key was invalidated since; past the remembered invalidations,
-  // an older recorder copies nothing (a forward more, never a stale hit).
-  #sequence = 0
-  readonly #invalidatedAt = new Map<string, number>()
-  #forgottenUpTo = 0
-
-  /** The number a recorder starting now notes, for invalidatedSince(). */
-  get sequence (): number {
-    return this.#sequence
-  }
-
-  /** Was `key` invalidated after a recorder that noted `sequence` started? */
-  invalidatedSince (key: string, sequence: number): boolean {
-    if (sequence < this.#forgottenUpTo) return true
-    const at = this.#invalidatedAt.get(key)
-    return at !== undefined && at > sequence
-  }
+  // RFC 9111 section 4.4, as for the owner's origin fetches: a recorder notes the sequence
+  // when it starts and copies nothing its key was invalidated since (the owner itself stores
+  // nothing from such a fetch).
+  readonly invalidations = new Invalidations()
 
   invalidate (url: URL): void {
-    const seq = ++this.#sequence
-    this.#invalidatedAt.delete(url.href)
-    this.#invalidatedAt.set(url.href, seq)
-    if (this.#invalidatedAt.size > MAX_REMEMBERED_INVALIDATIONS) {
-      const [oldestKey, oldest] = this.#invalidatedAt.entries().next().value as [string, number]
-      this.#invalidatedAt.delete(oldestKey)
-      this.#forgottenUpTo = oldest
-    }
+    this.invalidations.add(url.href)
     this.#store.delete(url.host, url.href)
   }
 
@@ -153,7 +128,7 @@ class HotRecorder implements CallerHandler {
 
   constructor (hot: HotCache, store: Store, o: HotCacheOptions, req: CacheRequest, sink: CallerHandler) {
     this.#hot = hot
-    this.#sequence = hot.sequence
+    this.#sequence = hot.invalidations.sequence
     this.#store = store
     this.#o = o
     this.#req = req
@@ -200,7 +175,7 @@ class HotRecorder implements CallerHandler {
 
   onResponseEnd (controller: Controller, trailers: ResponseHeaders): void {
     const cl = headerString(this.#headers, 'content-length')
-    if (this.#body.recording && (cl === undefined || Number(cl) === this.#body.bytes) && !this.#hot.invalidatedSince(this.#req.key, this.#sequence)) {
+    if (this.#body.recording && (cl === undefined || Number(cl) === this.#body.bytes) && !this.#hot.invalidations.since(this.#req.key, this.#sequence)) {
       const req = this.#req
       // The owner's Age counts: a hot copy is never fresher than the owner's.
       const freshness = computeFreshness(this.#status, req.headers, this.#ownerHeaders, this.#requestTime, this.#o.now())

@@ -10,6 +10,7 @@ import {
   computeFreshness, conditionalMatches, currentAge, decideReuse, decideStorage, hasValidator,
   mergeNotModified, notModifiedMatches, requestDirectives, staleIfErrorAllows, varyMatches, type Directives, type Freshness
 } from './policy.js'
+import { Invalidations } from './invalidations.js'
 import { replay } from './replay.js'
 import { CallerController as BackgroundController } from '../dispatch/controller.js'
 import { channels } from '../observe/channels.js'
@@ -67,8 +68,6 @@ const STALE_IF_ERROR_STATUSES: ReadonlySet<number> = new Set([500, 502, 503, 504
 // The Cache-Status detail that ends a stale response's status when it stands in for an error.
 const STAND_IN = 'detail=stale-if-error'
 
-// Invalidations remembered for the origin fetches in flight (LocalCache.invalidatedSince).
-const MAX_REMEMBERED_INVALIDATIONS = 4096
 
 /** A 304 answer to a caller's conditional request: the stored response's metadata only. */
 const NO_BODY: readonly Buffer[] = []
@@ -398,37 +397,22 @@ export class LocalCache {
     this.#lead(bg, sink, ctl, hasValidator(stale.freshness) ? stale : undefined, 'stale', stale)
   }
 
-  // RFC 9111 section 4.4 drops what is stored, but an origin fetch already in flight read its
-  // response before the unsafe request changed the resource: stored after the invalidation,
-  // it would be served as fresh. Fetches note the sequence number when they start and store
-  // nothing if their key was invalidated since. The table keeps the latest invalidations; an
-  // older fetch than what it has forgotten stores nothing (a miss more, never a stale hit).
-  #sequence = 0
-  readonly #invalidatedAt = new Map<string, number>()
-  #forgottenUpTo = 0
+  // Origin fetches in flight note the sequence and store nothing invalidated since.
+  readonly #invalidations = new Invalidations()
 
   /** The number an origin fetch starting now notes, for invalidatedSince(). */
   get sequence (): number {
-    return this.#sequence
+    return this.#invalidations.sequence
   }
 
   /** Was `key` invalidated after a fetch that noted `sequence` started? */
   invalidatedSince (key: string, sequence: number): boolean {
-    if (sequence < this.#forgottenUpTo) return true
-    const at = this.#invalidatedAt.get(key)
-    return at !== undefined && at > sequence
+    return this.#invalidations.since(key, sequence)
   }
 
   /** Drops every stored variant of a URL (RFC 9111 section 4.4). */
   invalidate (url: URL): void {
-    const seq = ++this.#sequence
-    this.#invalidatedAt.delete(url.href)
-    this.#invalidatedAt.set(url.href, seq)
-    if (this.#invalidatedAt.size > MAX_REMEMBERED_INVALIDATIONS) {
-      const [oldestKey, oldest] = this.#invalidatedAt.entries().next().value as [string, number]
-      this.#invalidatedAt.delete(oldestKey)
-      this.#forgottenUpTo = oldest
-    }
+    this.#invalidations.add(url.href)
     this.#o.secondTier?.delete(url)
     const n = this.#o.store.delete(url.host, url.href)
     if (n > 0) this.#o.counters.add('invalidations')
