@@ -192,7 +192,10 @@ function latin1 (b: Buffer | string): string {
 export const UNKEYED_OVERRIDES: ReadonlySet<string> = new Set([
   'x-forwarded-host', 'x-forwarded-server', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-scheme',
   'x-forwarded-prefix', 'forwarded', 'x-host', 'x-original-url', 'x-rewrite-url', 'x-original-host',
-  'x-http-method-override', 'x-http-method', 'x-method-override'
+  'x-http-method-override', 'x-http-method', 'x-method-override',
+  // Scheme overrides written as an on/off flag: Rack and Spring read X-Forwarded-Ssl: on, and
+  // CodeIgniter or phpMyAdmin Front-End-Https: on, as https, exactly like X-Forwarded-Proto.
+  'x-forwarded-ssl', 'front-end-https'
 ])
 
 /**

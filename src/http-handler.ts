@@ -32,6 +32,8 @@ export interface OwnerEndpoint {
   addresses: PeerAddresses
   originAllowed: (url: URL) => boolean
   maxRequests: number
+  /** bodyTimeout: how long a caller may read nothing of a response before it is cut off. */
+  stallMs: number
 }
 
 function refuse (res: ServerResponse, status: number, code: string, reason: string, extra: Record<string, string> = {}): void {
@@ -126,7 +128,7 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
     active++
     const ctl = new CallerController()
     const untrack = endpoint.track(ctl)
-    const sink = new ServerResponseSink(res, () => {
+    const sink = new ServerResponseSink(res, endpoint.stallMs, () => {
       active--
       untrack()
     })
@@ -242,11 +244,52 @@ class ServerResponseSink implements CallerHandler {
   // end(), so node:http sends it at once instead of on the next tick.
   #remaining = -1
   #ended = false
-  readonly #resume = (): void => { this.#controller?.resume() }
+  // A caller that takes nothing of a response for stallMs while the response waits for it to:
+  // node:http never times out a response it cannot write, so without this a caller that stops
+  // reading (or pipelines requests behind one it does not read) would hold its
+  // maxHandlerRequests slot, and the fetch feeding it, for as long as it keeps the connection
+  // open. Progress is a written chunk reaching the socket, not only 'drain': a slow but steady
+  // reader may take longer than that between two drains of a large socket buffer.
+  readonly #stallMs: number
+  #stall: NodeJS.Timeout | null = null
+  #flushed = 0
+  #flushedAtCheck = 0
+  readonly #flush = (): void => { this.#flushed++ }
+  readonly #resume = (): void => {
+    this.#clearStall()
+    this.#controller?.resume()
+  }
 
-  constructor (res: ServerResponse, onDone: () => void) {
+  readonly #stalled = (): void => {
+    if (this.#done) {
+      this.#stall = null
+      return
+    }
+    if (this.#flushed !== this.#flushedAtCheck) {
+      // Something went out since the last look: the caller is slow, not stopped.
+      this.#flushedAtCheck = this.#flushed
+      this.#stall?.refresh()
+      return
+    }
+    this.#stall = null
+    // Nothing more is written for this caller: give the slot back now, whether or not the
+    // upstream answers the abort with an error.
+    this.#done = true
+    this.#onDone()
+    this.#controller?.abort(new errors.RequestAbortedError())
+    this.#res.destroy()
+  }
+
+  constructor (res: ServerResponse, stallMs: number, onDone: () => void) {
     this.#res = res
+    this.#stallMs = stallMs
     this.#onDone = onDone
+  }
+
+  #clearStall (): void {
+    if (this.#stall === null) return
+    clearTimeout(this.#stall)
+    this.#stall = null
   }
 
   onRequestStart (controller: Controller): void {
@@ -289,13 +332,19 @@ class ServerResponseSink implements CallerHandler {
       controller.abort(new errors.RequestAbortedError())
       return
     }
-    if (!this.#res.write(chunk)) {
+    if (!this.#res.write(chunk, this.#flush)) {
       controller.pause()
       this.#res.once('drain', this.#resume)
+      if (this.#stallMs > 0 && this.#stall === null) {
+        this.#flushedAtCheck = this.#flushed
+        this.#stall = setTimeout(this.#stalled, this.#stallMs)
+        this.#stall.unref()
+      }
     }
   }
 
   onResponseEnd (): void {
+    this.#clearStall()
     if (this.#done) return
     this.#done = true
     this.#onDone()
@@ -303,6 +352,7 @@ class ServerResponseSink implements CallerHandler {
   }
 
   onResponseError (_controller: Controller, err: Error): void {
+    this.#clearStall()
     if (this.#done) return
     this.#done = true
     this.#onDone()

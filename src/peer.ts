@@ -122,6 +122,7 @@ export class Peer extends Router {
       addresses: this.#addresses,
       originAllowed: this.originAllowed,
       maxRequests: this.#opts.maxHandlerRequests,
+      stallMs: this.#opts.bodyTimeout,
       path: this.options.path,
       counters: this.counters,
       isClosed: () => this.closed,
