@@ -4,6 +4,7 @@ import net, { type AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { request } from 'undici'
 import { Peer } from '../src/index.js'
+import { Signer } from '../src/security/signature.js'
 import { listen, stopServer, waitFor } from './helpers/peers.js'
 
 // Edges of the owner side (handler()) found by the owner/security audit.
@@ -125,4 +126,27 @@ describe('no poisoning through scheme overrides', () => {
       }
     })
   }
+})
+
+describe('signatures at the edge of authWindow', () => {
+  test('a signature first used exactly authWindow before its time cannot be replayed at the last millisecond it is good', () => {
+    const W = 30_000
+    let now = 1_000_000_000
+    const secret = '0123456789abcdef0123456789abcdef'
+    const sender = new Signer([secret], W, () => now)
+    const receiver = new Signer([secret], W, () => now)
+    const url = 'http://origin.test/x'
+    const self = 'http://127.0.0.1:1'
+    const header = sender.sign('GET', url, self)
+    const t = Number(/t=(\d+)/.exec(header)?.[1]) * 1000
+    // The receiver's clock is exactly authWindow behind the signer's: still accepted.
+    now = t - W
+    assert.deepEqual(receiver.verify('GET', url, self, header), { ok: true })
+    for (const at of [t, t + W - 1, t + W]) {
+      now = at
+      assert.equal(receiver.verify('GET', url, self, header).ok, false, `replayed ${at - t} ms after its time`)
+    }
+    now = t + W + 1
+    assert.deepEqual(receiver.verify('GET', url, self, header), { ok: false, reason: 'expired signature' })
+  })
 })

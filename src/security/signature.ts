@@ -73,9 +73,12 @@ export class Signer {
   }
 
   #prune (now: number): void {
-    // Map order is insertion order, which is expiry order: stop at the first live one.
+    // Map order is insertion order, which is expiry order: stop at the first live one. A
+    // signature is good up to and including windowMs either side of its time, so one first
+    // seen exactly windowMs before it is still good at its expiry (2 x windowMs later): it is
+    // kept through that millisecond too, or it could be replayed once then.
     for (const [sig, expiry] of this.#seen) {
-      if (expiry > now) break
+      if (expiry >= now) break
       this.#seen.delete(sig)
     }
   }
