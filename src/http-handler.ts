@@ -309,6 +309,10 @@ class ServerResponseSink implements CallerHandler {
       } catch {}
       return
     }
+    // Fields the server stack set before the handler ran (Express's X-Powered-By, an app's
+    // middleware): writeHead would add them to the origin's, and the asking peer passes them on
+    // to its callers as the origin's own. The owner answers with the origin's fields alone.
+    for (const name of res.getHeaderNames()) res.removeHeader(name)
     if (statusMessage !== undefined && statusMessage !== '' && VALID_REASON.test(statusMessage)) res.writeHead(status, statusMessage, headers)
     else res.writeHead(status, headers)
     const length = headers['content-length']

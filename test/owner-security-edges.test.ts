@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
+import express from 'express'
 import { request } from 'undici'
 import { Peer } from '../src/index.js'
 import { Signer } from '../src/security/signature.js'
@@ -148,5 +149,38 @@ describe('signatures at the edge of authWindow', () => {
     }
     now = t + W + 1
     assert.deepEqual(receiver.verify('GET', url, self, header), { ok: false, reason: 'expired signature' })
+  })
+})
+
+describe('handler() under a framework', () => {
+  test('headers Express (or a middleware) set before handler() do not join the origin\'s response on the asking peer', async () => {
+    const app = express()
+    // A middleware mounted before the handler, as apps do for their own routes.
+    app.use((_req, res, next) => { res.setHeader('x-internal-app', 'billing-v2'); next() })
+    const b = await listen(app)
+    const a = await listen()
+    const pa = new Peer({ self: a.url, peers: [a.url, b.url] })
+    const pb = new Peer({ self: b.url, peers: [a.url, b.url] })
+    a.server.on('request', pa.handler())
+    app.use(pb.handler())
+    try {
+      await pa.ready
+      let url = ''
+      for (let i = 0; url === ''; i++) if (pa.ownerOf(`${origin.url}/fw-${i}`) === b.url) url = `${origin.url}/fw-${i}`
+      for (let i = 0; i < 2; i++) {
+        const res = await request(url, { dispatcher: pa })
+        await res.body.text()
+        assert.equal(res.statusCode, 200)
+        assert.match(String(res.headers['cache-status']), /forwardcache/)
+        assert.equal(res.headers['x-powered-by'], undefined, 'the owner\'s framework shows through')
+        assert.equal(res.headers['x-internal-app'], undefined, 'a middleware\'s header shows through')
+      }
+      assert.equal(origin.hits.get(new URL(url).pathname), 1)
+    } finally {
+      await pa.destroy()
+      await pb.destroy()
+      await stopServer(a.server)
+      await stopServer(b.server)
+    }
   })
 })
