@@ -122,7 +122,11 @@ export class PassThroughHandler implements Handler {
   }
 
   onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusText?: string): void {
-    this.#deadline?.clear()
+    // Only a final response ends the wait for headers. undici restarts its own headers timer
+    // at each interim (1xx) response, so an upstream that sends 103s every few seconds and
+    // never a final answer would otherwise hold the caller forever (a forward never falling
+    // back, a fallback never failing).
+    if (status >= 200) this.#deadline?.clear()
     if (this.isStale()) return
     const out = endToEndResponseHeaders(headers)
     let added: string | undefined
@@ -265,7 +269,11 @@ export class ForwardHandler extends PassThroughHandler {
     if (!this.#started && !this.ctl.aborted) {
       this.clearDeadline()
       this.#failed = true
-      this.#fallback(err, true)
+      // A header block too large for this peer's parser is that one response's doing, not the
+      // owner's: an origin's headers just under the limit the owner accepts them at are over
+      // it once the owner adds its own (Cache-Status, Age). Counted, a single such URL asked
+      // for ejectAfter times would take the owner out of routing for all of its keys.
+      this.#fallback(err, (err as { code?: unknown }).code !== 'UND_ERR_HEADERS_OVERFLOW')
       return
     }
     super.onResponseError(controller, err)

@@ -670,7 +670,9 @@ class OriginResponseHandler implements Handler {
   }
 
   onResponseStart (_controller: Controller, status: number, rawHeaders: ResponseHeaders, statusText?: string): void {
-    this.#deadline.clear()
+    // Only a final response ends the wait: undici restarts its own headers timer at each 1xx,
+    // so an origin sending 103s forever would hold the fill, and everyone joined to it, for good.
+    if (status >= 200) this.#deadline.clear()
     if (this.#done) return
     // Interim (1xx) responses pass on and are never stored (RFC 9110 section 15.2); the
     // final response is still to come.
