@@ -127,7 +127,22 @@ function main (): void {
   const fetchers = new PeerAddresses()
   const refreshFetchers = (): void => fetchers.update(peer.peers)
   refreshFetchers()
+  // Responses still being written: peer.close() resolves once the peer has handed the last
+  // byte to a response (handler()'s res.end(), the Readable of a /fetch), not once node:http
+  // has written it out, so leaving at that point cut off what was still buffered (a slow
+  // caller's /fetch ended short, yet the command exited 0). Shutdown waits for these too.
+  const responses = new Set<http.ServerResponse>()
+  let stopping = false
+  let responsesDone: (() => void) | undefined
   const server = http.createServer((req, res) => {
+    responses.add(res)
+    res.on('close', () => {
+      responses.delete(res)
+      // Keep-alive connections that go idle while draining are closed, now that nothing of
+      // theirs is left to write.
+      if (stopping) server.closeIdleConnections()
+      if (responses.size === 0) responsesDone?.()
+    })
     if (basePath !== '' && req.url?.startsWith(basePath + '/') === true) req.url = req.url.slice(basePath.length)
     const path = (req.url ?? '/').split('?')[0]
     if (path === '/metrics' && req.method === 'GET') {
@@ -184,6 +199,17 @@ function main (): void {
     }
   }
 
+  // node:http's closeIdleConnections (which server.close() calls as well, since Node 19) takes
+  // a connection for idle once its response has been end()ed, and destroys it even while part
+  // of that response is still buffered for a slow reader: SIGTERM cut the end off such a
+  // body. It runs only when every ended response has been written out; the 'close' of each
+  // response runs it again.
+  const closeIdle = server.closeIdleConnections.bind(server)
+  server.closeIdleConnections = () => {
+    for (const res of responses) if (res.writableEnded && !res.writableFinished) return
+    closeIdle()
+  }
+
   let discovery: DnsDiscovery | undefined
   // A port in use or an address this host does not have (--port, --host, the port of --self):
   // without a listener, node:http throws the 'error' event out of the event loop, a stack trace
@@ -205,6 +231,10 @@ function main (): void {
       }
       discovery = new DnsDiscovery(target, {
         name: v.dns,
+        // The peers' URLs carry the path of --self as this one's does: without it, DNS gave
+        // `http://ip:port` for every peer while self stayed `http://ip:port/cache`, a pool
+        // that listed this peer twice and sent the others' keys to the wrong path.
+        basePath,
         port: Number(selfUrl.port || (selfUrl.protocol === 'https:' ? 443 : 80)),
         protocol: selfUrl.protocol === 'https:' ? 'https' : 'http',
         onError: (err) => log('warn', 'dns discovery failed; keeping the pool', { error: err.message })
@@ -216,7 +246,6 @@ function main (): void {
     }
   })
 
-  let stopping = false
   const shutdown = (signal: string): void => {
     if (stopping) return
     stopping = true
@@ -225,7 +254,11 @@ function main (): void {
     // Stop accepting, let in-flight requests finish, then leave.
     server.close()
     server.closeIdleConnections()
-    peer.close().then(() => {
+    const drained = new Promise<void>((resolve) => {
+      if (responses.size === 0) resolve()
+      else responsesDone = resolve
+    })
+    Promise.all([peer.close(), drained]).then(() => {
       log('info', 'stopped', { stats: { requests: peer.stats().requests, servedForPeers: peer.stats().servedForPeers } })
       process.exit(0)
     }, () => process.exit(1))
