@@ -1,21 +1,13 @@
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { after, before, test } from 'node:test'
 import { request } from 'undici'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
+import { freePort } from './helpers/peers.js'
 
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url))
-
-async function freePort (): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const { port } = s.address() as net.AddressInfo
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
-}
 
 interface Running { proc: ChildProcess, lines: Array<Record<string, unknown>>, waitFor: (msg: string) => Promise<Record<string, unknown>> }
 

@@ -37,6 +37,14 @@ function within<T> (p: Promise<T>, ms: number): Promise<T | 'hang'> {
   return Promise.race([p, new Promise<'hang'>((resolve) => { timer = setTimeout(() => resolve('hang'), ms) })]).finally(() => clearTimeout(timer))
 }
 
+/** A request's error code, or what it was answered, or 'hang' after 4 s. */
+function errorCodeOrAnswer (peer: Peer, url: string): Promise<string | undefined> {
+  return within(request(url, { dispatcher: peer }).then(
+    async (res) => `answered ${res.statusCode}: ${await res.body.text()}`,
+    (err: { code?: string }) => err.code
+  ), 4000)
+}
+
 test('an owner that sends 103s every 100 ms and never a final response: the caller gets the origin\'s answer after peerTimeout, not a hang', { timeout: 15_000 }, async () => {
   const origin = await listen((_req, res) => res.end('from-origin'))
   const owner = await earlyHintsForever(100)
@@ -64,10 +72,7 @@ test('an origin that sends 103s forever on the fallback path: the caller gets He
   try {
     await peer.ready
     const [url] = ownedBy(peer, gone, (i) => `${origin.url}/hints${i}`)
-    const outcome = await within(request(url as string, { dispatcher: peer }).then(
-      async (res) => `answered ${res.statusCode}: ${await res.body.text()}`,
-      (err: { code?: string }) => err.code
-    ), 4000)
+    const outcome = await errorCodeOrAnswer(peer, url as string)
     assert.equal(outcome, 'UND_ERR_HEADERS_TIMEOUT')
   } finally {
     await peer.destroy()
@@ -103,10 +108,7 @@ test('an origin that sends 103s forever to the peer that owns the URL: its fill 
   const peer = new Peer({ self, peers: [self], originTimeout: 300 })
   try {
     await peer.ready
-    const outcome = await within(request(`${origin.url}/hints`, { dispatcher: peer }).then(
-      async (res) => `answered ${res.statusCode}: ${await res.body.text()}`,
-      (err: { code?: string }) => err.code
-    ), 4000)
+    const outcome = await errorCodeOrAnswer(peer, `${origin.url}/hints`)
     assert.equal(outcome, 'UND_ERR_HEADERS_TIMEOUT')
   } finally {
     await peer.destroy()

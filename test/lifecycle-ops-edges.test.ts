@@ -8,6 +8,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { after, test } from 'node:test'
+import { freePort } from './helpers/peers.js'
 
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url))
 const children: ChildProcess[] = []
@@ -16,14 +17,6 @@ after(() => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
   for (const f of cleanups) f()
 })
-
-async function freePort (): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const { port } = s.address() as net.AddressInfo
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
-}
 
 /** Spawns the command; resolves with it once a log line with `msg` has been printed. */
 function run (args: string[], msg: string, execArgv: string[] = []): { proc: ChildProcess, line: Promise<Record<string, unknown>> } {
