@@ -2,7 +2,7 @@ import { LRUCache } from 'lru-cache'
 import type { Dispatcher } from 'undici'
 import type { CallerHandler } from '../dispatch/compat.js'
 import type { CallerController } from '../dispatch/controller.js'
-import { headerString, toRawHeaders, type ResponseHeaders } from '../headers.js'
+import { headerString, sharedRawHeaders, type ResponseHeaders } from '../headers.js'
 import type { CacheRequest } from './local-cache.js'
 import { CACHE_NAME, coalescable, hasOriginPrecondition, UNFRAMED } from './local-cache.js'
 import { computeFreshness, currentAge, decideReuse, decideStorage, varyMatches } from './policy.js'
@@ -73,7 +73,7 @@ export class HotCache {
         v.hit = hit
       }
       hit.headers ??= { ...v.headers, age: String(age), 'cache-status': hit.cacheStatus }
-      if (sink.legacy) hit.raw ??= toRawHeaders(hit.headers)
+      if (sink.legacy) hit.raw ??= sharedRawHeaders(hit.headers)
       replay(sink, ctl, v.status, v.statusText, hit.headers, req.method === 'HEAD' ? [] : v.body, hit.raw)
       return true
     }

@@ -4,7 +4,7 @@ import type { CallerController } from '../dispatch/controller.js'
 import { Deadline } from '../dispatch/deadline.js'
 import { Fanout, type ShareTest } from '../dispatch/fanout.js'
 import { TruncatedBodyError } from '../errors.js'
-import { addVia, endToEndResponseHeaders, headerString, toRawHeaders, type RequestHeaders, type ResponseHeaders } from '../headers.js'
+import { addVia, endToEndResponseHeaders, headerString, sharedRawHeaders, type RequestHeaders, type ResponseHeaders } from '../headers.js'
 import type { Counters } from '../stats.js'
 import {
   computeFreshness, conditionalMatches, currentAge, decideReuse, decideStorage, hasValidator,
@@ -442,7 +442,7 @@ export class LocalCache {
     const body = req.method === 'HEAD' ? NO_BODY : stored.body
     if (sink.legacy) {
       // The stored headers are converted to the legacy raw form once per Age value, not per hit.
-      hit.raw ??= toRawHeaders(hitHeaders(stored, hit))
+      hit.raw ??= sharedRawHeaders(hitHeaders(stored, hit))
       replay(sink, ctl, stored.status, stored.statusText, NO_HEADERS, body, hit.raw)
     } else {
       replay(sink, ctl, stored.status, stored.statusText, hitHeaders(stored, hit), body)
