@@ -540,7 +540,11 @@ export abstract class Router extends Dispatcher {
         method: req.method,
         headers: this.#signed(req.method, req.key, owner, addVia({ ...req.headers })),
         headersTimeout: this.options.peerTimeout,
-        bodyTimeout: this.options.bodyTimeout
+        bodyTimeout: this.options.bodyTimeout,
+        // undici closes the connection after every HEAD, in case a server sends a body after
+        // all; the owner is a forwardcache handler on node:http, which never does. Without
+        // this, every HEAD forwarded to a peer cost a new connection.
+        ...(req.method === 'HEAD' ? { reset: false } : {})
       }, handler)
     } catch (err) {
       handler.onResponseError(null, err as Error)

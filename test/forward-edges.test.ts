@@ -429,3 +429,36 @@ for (const via of ['owner', 'forwarding peer'] as const) {
     }
   })
 }
+
+test('HEAD requests forwarded to an owner reuse one connection, as GETs do', { timeout: 20_000 }, async () => {
+  const cluster = await startLocalPeers(2)
+  const origin = await startOrigin()
+  try {
+    const asking = cluster.peers[0] as Peer
+    const urls = ownedBy(asking, cluster.urls[1] as string, (i) => `${origin.url}/head${i}`, 4)
+    const owner = cluster.servers[1] as http.Server
+    // Long enough that undici keeps the connection (it closes one whose Keep-Alive hint is
+    // within its 2 s threshold, as the helpers' 1 s is).
+    owner.keepAliveTimeout = 10_000
+    let connections = 0
+    owner.on('connection', () => { connections++ })
+    // Filled by GETs, then asked with HEADs, which the owner answers from its store.
+    for (const url of urls) assert.equal((await get(asking, url)).body, `body of ${new URL(url).pathname}`)
+    for (let round = 0; round < 2; round++) {
+      for (const url of urls) {
+        const res = await request(url, { dispatcher: asking, method: 'HEAD' })
+        assert.equal(res.statusCode, 200)
+        assert.equal(res.headers['content-length'], String(Buffer.byteLength(`body of ${new URL(url).pathname}`)))
+        assert.match(String(res.headers['cache-status']), /hit/)
+        await res.body.text()
+      }
+    }
+    assert.equal(origin.count(), 4)
+    // A second connection can open when a request is dispatched while the first one is
+    // still finishing its response; before, every HEAD closed its connection (8 here).
+    assert.ok(connections <= 2, `${connections} connections`)
+  } finally {
+    await cluster.close()
+    await origin.close()
+  }
+})
