@@ -21,7 +21,7 @@ import { ForbiddenOriginError, guardedConnector, originMatcher } from './securit
 import { AUTH_HEADER, Signer } from './security/signature.js'
 import { Counters } from './stats.js'
 import { channels } from './observe/channels.js'
-import { canonicalBytes, canonicalLength, normaliseOriginUrl, originBase } from './url.js'
+import { canonicalBytes, canonicalLength, escapePathBackslashes, normaliseOriginUrl, originBase } from './url.js'
 
 type Handler = Dispatcher.DispatchHandler
 type DispatchOptions = Dispatcher.DispatchOptions
@@ -428,7 +428,7 @@ export abstract class Router extends Dispatcher {
     }
     let target = paths?.get(path)
     if (target !== undefined) return target
-    const url = normaliseOriginUrl(originBase(origin) + path)
+    const url = normaliseOriginUrl(originBase(origin) + (path.includes('\\') ? escapePathBackslashes(path) : path))
     target = { url, key: url.href, host: url.host, ring: undefined, owner: undefined, query: undefined }
     // Only URLs of ordinary length are remembered, as handler() remembers its targets: the
     // table holds each one several times over (the path, the key, the URL), and 4096 URLs of

@@ -47,6 +47,19 @@ export function normaliseOriginUrl (input: string | URL): URL {
   return url
 }
 
+/**
+ * A request-target's path with each backslash written %5C. undici sends a dispatched path as
+ * given, but WHATWG URL parsing reads a backslash in an http(s) path as a slash: `/a\b` would
+ * be fetched, stored and keyed as `/a/b`, another resource. %5C is the same character in the
+ * form RFC 3986 allows in a path. The query keeps its backslashes (WHATWG leaves them there).
+ */
+export function escapePathBackslashes (target: string): string {
+  const end = target.search(/[?#]/)
+  const path = end === -1 ? target : target.slice(0, end)
+  if (!path.includes('\\')) return target
+  return path.replaceAll('\\', '%5C') + (end === -1 ? '' : target.slice(end))
+}
+
 // scheme://authority and at most trailing slashes: nothing after the authority to check.
 const PLAIN_ORIGIN = /^https?:\/\/[^/?#\\@]+\/*$/i
 
