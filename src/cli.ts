@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream'
 import { parseArgs } from 'node:util'
 import { channels } from './observe/channels.js'
 import { DnsDiscovery } from './discovery/dns.js'
+import { targetOf } from './http-handler.js'
 import { Peer } from './peer.js'
 import { PeerAddresses } from './security/peer-addresses.js'
 import type { PeerOptions } from './options.js'
@@ -172,7 +173,11 @@ function main (): void {
   const fetchThrough = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     {
       const method = req.method === 'HEAD' ? 'HEAD' : 'GET'
-      const q = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('q')
+      // As the handler reads the peers' q: everything after the first ?, so that a URL sent
+      // without encoding keeps its own query.
+      const requestTarget = req.url ?? ''
+      const start = requestTarget.indexOf('?')
+      const q = start === -1 ? null : targetOf(requestTarget.slice(start + 1))
       let target: URL
       try {
         // The checks every other way in makes: http(s) only, no credentials, no control

@@ -218,7 +218,7 @@ const MAX_REMEMBERED_QUERY = 2048
  * encodeURIComponent: that spelling is decoded directly, anything else (more parameters, a
  * malformed escape) the way URLSearchParams reads it.
  */
-function targetOf (query: string): string | null {
+export function targetOf (query: string): string | null {
   if (query.startsWith('q=') && !query.includes('&')) {
     const value = query.slice(2)
     try {

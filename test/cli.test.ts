@@ -119,6 +119,11 @@ test('a standalone peer whose --self has a path answers the peers under it; /fet
     assert.match(await res.body.text(), /^bad q: /)
   }
   assert.equal(origin.count(), before)
+  // A q written without encoding (as curl users do) keeps its own query: everything after the
+  // first ?, not up to the second.
+  const plain = await request(`http://127.0.0.1:${port}/fetch?q=${origin.url}/plain-q?a=1`)
+  assert.equal(await plain.body.text(), 'body of /plain-q?a=1')
+  assert.equal(origin.count('/plain-q?a=1'), 1)
   r.proc.kill('SIGTERM')
   await once(r.proc, 'exit')
 })
