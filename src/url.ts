@@ -161,7 +161,9 @@ export function normalisePeerUrl (input: string, what = 'peer URL'): string {
   if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
     throw new InvalidArgumentError(`expected ${what} to have no userinfo, query or fragment: ${JSON.stringify(input)}`)
   }
-  const path = url.pathname.replace(/\/+$/, '')
+  // One peer is one ring member whatever the spelling: every process of the pool must hash the
+  // same string for it, and one configured with `/ca%63he` and another with `/cache` would not.
+  const path = tidyPercentEncoding(url.pathname).replace(/\/+$/, '')
   return `${url.protocol}//${url.host}${path}`
 }
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import fc from 'fast-check'
-import { isCanonical, normaliseOriginUrl, tidyPercentEncoding } from '../src/url.js'
+import { Peer } from '../src/index.js'
+import { isCanonical, normalisePeerUrl, normaliseOriginUrl, tidyPercentEncoding } from '../src/url.js'
 
 /** The key rule ownerOf() and the router follow: a canonical string is its own key. */
 function keyOf (input: string): string {
@@ -96,4 +97,18 @@ test('tidying percent-encodings is stable: a decoded hex digit never completes a
     const url = normaliseOriginUrl(`http://a.example/p${s}?q${s}`).href
     assert.equal(normaliseOriginUrl(url).href, url, s)
   }), { numRuns: 20_000 })
+})
+
+test('peer URLs that differ only in percent-encoding are one peer, on every process of the pool', async () => {
+  assert.equal(normalisePeerUrl('http://10.0.0.1:3000/ca%63he/'), 'http://10.0.0.1:3000/cache')
+  assert.equal(normalisePeerUrl('http://10.0.0.1:3000/a%2fb'), 'http://10.0.0.1:3000/a%2Fb')
+  // Spelled one way in self and another in the pool: this process is still that member.
+  const peer = new Peer({ self: 'http://127.0.0.1:1/ca%63he', peers: ['http://127.0.0.1:1/cache', 'http://127.0.0.1:2/%7Eother'] })
+  try {
+    await peer.ready
+    assert.deepEqual([...peer.peers].sort(), ['http://127.0.0.1:1/cache', 'http://127.0.0.1:2/~other'])
+    assert.equal(peer.ownerOf('http://127.0.0.1:9/x') !== undefined, true)
+  } finally {
+    await peer.destroy()
+  }
 })
