@@ -95,8 +95,10 @@ export interface RouterOptions {
   origins?: readonly OriginRule[] | undefined
   /**
    * Also refuse origins on loopback and private ranges (10/8, 172.16/12, 192.168/16, 100.64/10,
-   * fc00::/7, ...). Link-local and cloud metadata addresses are always refused. Applies to the
-   * default `origin` Agent: a Dispatcher you pass as `origin` brings its own policy.
+   * fc00::/7, ...) and on ranges the Internet never routes (240/4, multicast, documentation,
+   * ...), in any IPv6 spelling or form that leads to them (IPv4-mapped, NAT64, 6to4, Teredo).
+   * Link-local and cloud metadata addresses are always refused. Applies to the default
+   * `origin` Agent: a Dispatcher you pass as `origin` brings its own policy.
    * @default false
    */
   blockPrivateOrigins?: boolean | undefined
