@@ -243,7 +243,15 @@ function latin1 (b: Buffer | string): string {
 export const UNKEYED_OVERRIDES: ReadonlySet<string> = new Set([
   'x-forwarded-host', 'x-forwarded-server', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-scheme',
   'x-forwarded-prefix', 'forwarded', 'x-host', 'x-original-url', 'x-rewrite-url', 'x-original-host',
-  'x-http-method-override', 'x-http-method', 'x-method-override',
+  // The path as a proxy in front saw it, before a rewrite: Traefik and nginx auth_request
+  // (X-Forwarded-Uri, X-Original-URI), Kong (X-Forwarded-Path), Envoy (X-Envoy-Original-Path).
+  'x-forwarded-uri', 'x-original-uri', 'x-forwarded-path', 'x-envoy-original-path',
+  // Scheme overrides under other names: Paste and Pyramid (X-Url-Scheme), Tornado and
+  // ingress-nginx (X-Scheme), gunicorn's secure_scheme_headers (X-Forwarded-Protocol).
+  'x-url-scheme', 'x-scheme', 'x-forwarded-protocol',
+  // Method overrides: the method a front proxy received (X-Original-Method, Traefik's
+  // X-Forwarded-Method) and the tunnelling fields frameworks honour on a GET or POST.
+  'x-original-method', 'x-forwarded-method', 'x-http-method-override', 'x-http-method', 'x-method-override',
   // Scheme overrides written as an on/off flag: Rack and Spring read X-Forwarded-Ssl: on, and
   // CodeIgniter or phpMyAdmin Front-End-Https: on, as https, exactly like X-Forwarded-Proto.
   'x-forwarded-ssl', 'front-end-https'

@@ -3,12 +3,15 @@ import { after, before, describe, test } from 'node:test'
 import { Agent, request, type Dispatcher } from 'undici'
 import { addressForbidden, embeddedIPv4, guardedLookup } from '../src/security/address-policy.js'
 import { PeerAddresses } from '../src/security/peer-addresses.js'
-import { startCanary, startPeers, type Canary, type MountedPeer } from './helpers/hostile.js'
+import { rawRequest, startCanary, startPeers, type Canary, type MountedPeer } from './helpers/hostile.js'
+import { startOrigin, type CountingOrigin } from './helpers/origin.js'
+import { ownedBy } from './helpers/peers.js'
 
 // The address policy over every spelling of an IPv6 address, over the IPv6 ranges that lead
 // to an IPv4 address (SIIT, 6to4, Teredo, NAT64), and over the IPv4 ranges the Internet never
 // routes. A refusal is immediate; an address let through would be tried for up to the connect
-// timeout (2 s here), so the error code tells the two apart.
+// timeout (2 s here), so the error code tells the two apart. Then the request fields that
+// would make an origin act on another path, scheme or method, on every way to an origin.
 
 const FAST_MS = 1500
 
@@ -152,5 +155,100 @@ describe('IPv4 ranges the Internet never routes are refused with blockPrivateOri
     for (const a of ['8.8.8.8', '192.0.1.1', '192.0.3.1', '223.255.255.255', '198.51.99.1', '203.0.114.1', '2002:808:808::1', '2001:0:4136:e378:8000:63bf:f7f7:f7f7', '64:ff9b::808:808', '64:ff9b:2::1', '::ffff:0:808:808', '2001:db9::1', '2606:4700::1111']) {
       assert.equal(addressForbidden(a, true), false, a)
     }
+  })
+})
+
+describe('fields that override the path, scheme or method never reach a peer or an origin', () => {
+  const overrides: Record<string, string> = {
+    'X-Url-Scheme': 'https',
+    'X-Scheme': 'https',
+    'X-Forwarded-Protocol': 'https',
+    'X-Forwarded-Uri': '/admin',
+    'X-Original-URI': '/admin',
+    'X-Forwarded-Path': '/admin',
+    'X-Envoy-Original-Path': '/admin',
+    'X-Original-Method': 'DELETE',
+    'X-Forwarded-Method': 'DELETE',
+    'X-HTTP-Method-Override': 'DELETE',
+    'X-HTTP-Method': 'POST',
+    'X-Method-Override': 'PUT'
+  }
+  const names = Object.keys(overrides).map((h) => h.toLowerCase())
+  let origin: CountingOrigin
+  let a: MountedPeer
+  let b: MountedPeer
+  let n = 0
+
+  before(async () => {
+    origin = await startOrigin()
+    ;[a, b] = await startPeers([{}, {}]) as [MountedPeer, MountedPeer]
+  })
+
+  after(async () => {
+    await a.close()
+    await b.close()
+    await origin.close()
+  })
+
+  const pathOf = (url: string): string => { const u = new URL(url); return u.pathname + u.search }
+
+  /** What reached the origin for `url`: exactly one request, a plain GET/HEAD without the fields. */
+  function assertCleanAtOrigin (url: string, method = 'GET'): void {
+    const seen = origin.log.filter((r) => r.url === pathOf(url))
+    assert.equal(seen.length, 1)
+    assert.equal(seen[0]?.method, method)
+    for (const h of names) assert.equal(seen[0]?.headers[h], undefined, `${h} reached the origin`)
+  }
+
+  /** The entry a caller without the fields gets is the one stored: a hit, not a new fetch. */
+  async function assertHitAfter (url: string): Promise<void> {
+    const res = await request(url, { dispatcher: a.peer })
+    assert.equal(await res.body.text(), `body of ${pathOf(url)}`)
+    assert.match(String(res.headers['cache-status']), /hit/)
+    assert.equal(origin.count(pathOf(url)), 1)
+  }
+
+  test('a local caller, the URL owned by another peer: dropped before the forward and before the origin', async () => {
+    const url = ownedBy(a.peer, b.url, (i) => `${origin.url}/fields?n=${n++}&i=${i}`)[0] as string
+    const res = await request(url, { headers: overrides, dispatcher: a.peer })
+    assert.equal(await res.body.text(), `body of ${pathOf(url)}`)
+    const atB = b.seen.filter((r) => r.url.includes(encodeURIComponent(pathOf(url))))
+    assert.equal(atB.length, 1)
+    for (const h of names) assert.equal(atB[0]?.headers[h], undefined, `${h} reached the owner`)
+    assertCleanAtOrigin(url)
+    await assertHitAfter(url)
+  })
+
+  test('a local caller, the URL owned by this peer: dropped before the origin', async () => {
+    const url = ownedBy(a.peer, a.url, (i) => `${origin.url}/fields?n=${n++}&i=${i}`)[0] as string
+    const res = await request(url, { headers: overrides, dispatcher: a.peer })
+    await res.body.dump()
+    assertCleanAtOrigin(url)
+    await assertHitAfter(url)
+  })
+
+  test('a HEAD forwarded to the owner: dropped too', async () => {
+    const url = ownedBy(a.peer, b.url, (i) => `${origin.url}/fields?head=${n++}&i=${i}`)[0] as string
+    const res = await request(url, { method: 'HEAD', headers: overrides, dispatcher: a.peer })
+    await res.body.dump()
+    const atB = b.seen.filter((r) => r.url.includes(encodeURIComponent(pathOf(url))))
+    for (const h of names) assert.equal(atB[0]?.headers[h], undefined, `${h} reached the owner`)
+    assertCleanAtOrigin(url, 'HEAD')
+  })
+
+  test('a request with credentials, which goes straight to the origin: dropped too', async () => {
+    const url = `${origin.url}/fields?auth=${n++}`
+    const res = await request(url, { headers: { ...overrides, authorization: 'Bearer x' }, dispatcher: a.peer })
+    await res.body.dump()
+    assertCleanAtOrigin(url)
+  })
+
+  test('a wire request to the handler: dropped before the origin', async () => {
+    const url = `${origin.url}/fields?wire=${n++}`
+    const lines = Object.entries(overrides).map(([k, v]) => `${k}: ${v}\r\n`).join('')
+    const res = await rawRequest(Number(new URL(b.url).port),
+      `GET /proxy?q=${encodeURIComponent(url)} HTTP/1.1\r\nHost: x\r\n${lines}Connection: close\r\n\r\n`)
+    assert.ok(res.kind === 'response' && res.status === 200, JSON.stringify(res))
+    assertCleanAtOrigin(url)
   })
 })
