@@ -67,6 +67,11 @@ export class DnsDiscovery {
   #stopped = false
   #inFlight = 0
   #last = ''
+  // Lookups can overlap (a refresh() while start()'s or the timer's is in flight) and answer
+  // in any order: each is numbered, and an answer older than the one already applied is
+  // dropped, or a slow lookup would put back peers a newer answer had removed.
+  #lookups = 0
+  #applied = 0
 
   constructor (target: PoolTarget, options: DnsDiscoveryOptions) {
     if (target === null || typeof target !== 'object' || typeof target.setPeers !== 'function') {
@@ -102,8 +107,9 @@ export class DnsDiscovery {
    */
   async start (): Promise<readonly string[]> {
     this.#stopped = false
+    const n = ++this.#lookups
     try {
-      this.#apply(await this.#resolve())
+      this.#apply(await this.#resolve(), n)
     } catch (err) {
       if (!this.#stopped) throw err
     } finally {
@@ -114,8 +120,9 @@ export class DnsDiscovery {
 
   /** Resolves now and applies the result; the pool is unchanged on failure. */
   async refresh (): Promise<void> {
+    const n = ++this.#lookups
     try {
-      this.#apply(await this.#resolve())
+      this.#apply(await this.#resolve(), n)
     } catch (err) {
       // What stop() cancelled is no failure.
       if (this.#stopped) return
@@ -181,8 +188,9 @@ export class DnsDiscovery {
     return urls
   }
 
-  #apply (urls: string[]): void {
-    if (this.#stopped) return
+  #apply (urls: string[], n: number): void {
+    if (this.#stopped || n < this.#applied) return
+    this.#applied = n
     const self = this.#target.self
     const peers = this.#o.includeSelf && self !== undefined && !urls.includes(self) ? [...urls, self] : urls
     const key = [...peers].sort().join(' ')

@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict'
+import type dns from 'node:dns'
+import { test } from 'node:test'
+import { DnsDiscovery, Peer, type DnsResolver } from '../src/index.js'
+
+/** A resolver whose A lookups stay pending until the test answers them, in any order. */
+function gatedResolver (): { resolver: DnsResolver, lookups: Array<{ answer: (a: string[]) => void, fail: (e: Error) => void }> } {
+  const lookups: Array<{ answer: (a: string[]) => void, fail: (e: Error) => void }> = []
+  const resolver: DnsResolver = {
+    resolve4: () => new Promise<string[]>((resolve, reject) => { lookups.push({ answer: resolve, fail: reject }) }),
+    resolve6: async () => { throw Object.assign(new Error('no AAAA'), { code: 'ENODATA' }) },
+    resolveSrv: async (): Promise<dns.SrvRecord[]> => []
+  }
+  return { resolver, lookups }
+}
+
+test('DNS discovery: an older lookup answering after a newer one does not put its stale pool back', async () => {
+  const self = 'http://10.0.0.1:3000'
+  const peer = new Peer({ self })
+  const { resolver, lookups } = gatedResolver()
+  const errors: Error[] = []
+  const discovery = new DnsDiscovery(peer, { name: 'cache', port: 3000, resolver, interval: 3_600_000, onError: (e) => errors.push(e) })
+  try {
+    const older = discovery.refresh()
+    const newer = discovery.refresh()
+    assert.equal(lookups.length, 2)
+    lookups[1]?.answer(['10.0.0.1', '10.0.0.3'])
+    await newer
+    assert.deepEqual(peer.peers, ['http://10.0.0.1:3000', 'http://10.0.0.3:3000'])
+    // The first lookup's answer predates 10.0.0.2 leaving and 10.0.0.3 joining.
+    lookups[0]?.answer(['10.0.0.1', '10.0.0.2'])
+    await older
+    assert.deepEqual(peer.peers, ['http://10.0.0.1:3000', 'http://10.0.0.3:3000'], 'the stale answer was dropped')
+
+    // An older answer still applies when nothing newer has been: the newer lookup failed,
+    // and the pool it would have replaced is older still.
+    const before = discovery.refresh()
+    const failing = discovery.refresh()
+    lookups[3]?.fail(Object.assign(new Error('SERVFAIL'), { code: 'ESERVFAIL' }))
+    await failing
+    lookups[2]?.answer(['10.0.0.1', '10.0.0.4'])
+    await before
+    assert.deepEqual(peer.peers, ['http://10.0.0.1:3000', 'http://10.0.0.4:3000'])
+    assert.equal(errors.length, 1)
+  } finally {
+    discovery.stop()
+    await peer.close()
+  }
+})
