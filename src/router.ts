@@ -362,7 +362,10 @@ export abstract class Router extends Dispatcher {
           if (bypass) this.direct(req, sink, ctl, 'authorization')
           else this.#route(req, target, sink, ctl)
         } else {
-          // Waiting for the ring's hash to load, or for a body stream to end empty.
+          // Waiting for the ring's hash to load, or for a body stream to end empty. A caller that
+          // gives up meanwhile, or a destroy(), is answered at once, not once the hash has
+          // loaded: destroy() would otherwise resolve with its requests still unanswered.
+          if (bodyChecked === undefined) ctl.attach({ pause () {}, resume () {}, abort (reason) { sink.onResponseError(ctl, reason) } })
           Promise.all([bypass ? undefined : this.ready, bodyChecked]).then(
             () => bypass ? this.direct(req, sink, ctl, 'authorization') : this.#route(req, target, sink, ctl),
             (err: Error) => sink.onResponseError(ctl, err))

@@ -1,7 +1,48 @@
 import assert from 'node:assert/strict'
 import type dns from 'node:dns'
 import { test } from 'node:test'
-import { DnsDiscovery, Peer, type DnsResolver } from '../src/index.js'
+import type { Dispatcher } from 'undici'
+import { ClientDestroyedError, DnsDiscovery, Peer, type DnsResolver } from '../src/index.js'
+
+/** A handler of undici's new contract that records how its request ended. */
+function recorder (): Dispatcher.DispatchHandler & { errors: Error[], controller: Dispatcher.DispatchController | undefined } {
+  const h = {
+    errors: [] as Error[],
+    controller: undefined as Dispatcher.DispatchController | undefined,
+    onRequestStart (controller: Dispatcher.DispatchController) { h.controller = controller },
+    onResponseStart () {},
+    onResponseData () {},
+    onResponseEnd () {},
+    onResponseError (_c: Dispatcher.DispatchController, err: Error) { h.errors.push(err) }
+  }
+  return h
+}
+
+// First in this file: the hash loads once per process, and this needs it not loaded yet.
+test('destroy() and a caller\'s abort before the hash has loaded end the waiting requests at once', async () => {
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  try {
+    assert.throws(() => peer.ownerOf('http://example.com/'), /still loading/, 'the hash is not loaded yet')
+    const aborted = recorder()
+    const destroyed = recorder()
+    peer.dispatch({ origin: 'http://127.0.0.1:9', path: '/a', method: 'GET' }, aborted)
+    peer.dispatch({ origin: 'http://127.0.0.1:9', path: '/b', method: 'GET' }, destroyed)
+    assert.equal(peer.inFlight, 2)
+    const reason = new Error('caller gave up')
+    aborted.controller?.abort(reason)
+    assert.deepEqual(aborted.errors, [reason], 'the aborting caller is answered at once')
+    const done = peer.destroy()
+    assert.equal(destroyed.errors.length, 1, 'destroy() answers the waiting caller at once')
+    assert.ok(destroyed.errors[0] instanceof ClientDestroyedError)
+    await done
+    assert.equal(peer.inFlight, 0)
+    await peer.ready
+    assert.equal(destroyed.errors.length, 1, 'and once only')
+    assert.equal(aborted.errors.length, 1)
+  } finally {
+    await peer.destroy()
+  }
+})
 
 /** A resolver whose A lookups stay pending until the test answers them, in any order. */
 function gatedResolver (): { resolver: DnsResolver, lookups: Array<{ answer: (a: string[]) => void, fail: (e: Error) => void }> } {
