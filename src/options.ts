@@ -13,7 +13,8 @@ export interface RouterOptions {
   /**
    * Base URLs of every peer in the pool (for a Peer, itself included). Order does not matter;
    * spellings are normalised (scheme and host case, default port, trailing slash). At most
-   * 65,536 peers.
+   * 65,536 peers, and at most 10,485,760 ring points: peers × `vnodes` (65,536 peers at the
+   * default 160, 1,048 at 10,000).
    */
   peers?: readonly string[] | undefined
   /**
@@ -23,8 +24,10 @@ export interface RouterOptions {
    */
   path?: string | undefined
   /**
-   * Virtual nodes per peer on the hash ring. More spreads keys more evenly, at a little memory.
-   * At most 10,000.
+   * Virtual nodes per peer on the hash ring. More spreads keys more evenly, at a little memory
+   * (8 bytes a point, kept; as much again while the ring is rebuilt). At most 10,000, and
+   * `peers.length` × vnodes at most 10,485,760 (80 MiB of ring), in the constructor and in
+   * `setPeers()`.
    * @default 160
    */
   vnodes?: number | undefined
@@ -290,13 +293,28 @@ function resolveOrigins (origins: unknown): OriginRule[] | undefined {
 // The most members a Ring holds (it packs a member's index in 16 bits).
 const MAX_PEERS = 65_536
 
-export function resolvePeerList (peers: unknown, what = 'opts.peers'): string[] {
+// The most points a ring may have, peers × vnodes: the largest pool at the default vnodes.
+// Each limit alone allowed 655 M points. A point costs 8 bytes for as long as its ring is in
+// use (its hash and its owner's index, src/ring.ts) and 8 more while the ring is built, next
+// to the ring in use: at this cap 80 MiB kept and up to 240 MiB during a rebuild, against
+// 5 GiB kept and 15 GiB at 655 M. A build takes about 0.5 µs a point on the event loop
+// (seconds at this cap; 655 M points would hold it for minutes at every pool change).
+export const MAX_RING_POINTS = MAX_PEERS * 160
+
+/**
+ * The pool, normalised and without duplicates; refused when it holds more peers than a ring
+ * does, or more than MAX_RING_POINTS points at `vnodes` each.
+ */
+export function resolvePeerList (peers: unknown, what: string, vnodes: number): string[] {
   if (!Array.isArray(peers)) throw new InvalidArgumentError(`expected ${what} to be an array of URLs`)
   const list = [...new Set(peers.map((p, i) => normalisePeerUrl(p as string, `${what}[${i}]`)))]
   // Checked here, before anything uses the list: the Ring's own RangeError came from the
   // constructor's ring build (before the hash had loaded, a rejected promise that crashed the
   // process), or from setPeers() after the new pool had half replaced the old one.
   if (list.length > MAX_PEERS) throw new InvalidArgumentError(`expected ${what} to hold at most ${MAX_PEERS} peers`)
+  if (list.length * vnodes > MAX_RING_POINTS) {
+    throw new InvalidArgumentError(`expected opts.vnodes × ${what} to be at most ${MAX_RING_POINTS} ring points, got ${vnodes} × ${list.length}`)
+  }
   return list
 }
 
@@ -318,12 +336,13 @@ export function resolveRouterOptions (opts: RouterOptions, defaultPeers: string[
   if (opts.hash !== undefined && typeof opts.hash !== 'function') {
     throw new InvalidArgumentError('expected opts.hash to be a function')
   }
+  const vnodes = resolveVnodes(o)
   return {
-    peers: opts.peers === undefined ? defaultPeers : resolvePeerList(opts.peers),
+    peers: opts.peers === undefined ? defaultPeers : resolvePeerList(opts.peers, 'opts.peers', vnodes),
     // Trailing slashes dropped; a path of slashes alone is the root, not '' (no request line
     // starts with '', so no forward could be sent and no handler request matched).
     path: path.length > 1 ? (path.replace(/\/+$/, '') || '/') : path,
-    vnodes: resolveVnodes(o),
+    vnodes,
     origin: opts.origin,
     peerConnectTimeout: milliseconds(o, 'peerConnectTimeout', 1000),
     peerTimeout: milliseconds(o, 'peerTimeout', 5000),

@@ -204,7 +204,7 @@ export abstract class Router extends Dispatcher {
    * request is routed by either the old pool or the new one, never a mix.
    */
   setPeers (peers: readonly string[]): void {
-    const list = resolvePeerList(peers, 'peers')
+    const list = resolvePeerList(peers, 'peers', this.options.vnodes)
     this.onPeersChanged(list)
     this.#peers = list
     const keep = new Set(list)

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import type dns from 'node:dns'
 import { test } from 'node:test'
 import type { Dispatcher } from 'undici'
-import { ClientDestroyedError, DnsDiscovery, Peer, type DnsResolver } from '../src/index.js'
+import { Client, ClientDestroyedError, DnsDiscovery, InvalidArgumentError, Peer, type DnsResolver } from '../src/index.js'
 
 /** A handler of undici's new contract that records how its request ended. */
 function recorder (): Dispatcher.DispatchHandler & { errors: Error[], controller: Dispatcher.DispatchController | undefined } {
@@ -86,5 +86,36 @@ test('DNS discovery: an older lookup answering after a newer one does not put it
   } finally {
     discovery.stop()
     await peer.close()
+  }
+})
+
+test('peers × vnodes is capped at 10,485,760 ring points, in the constructor, setPeers() and discovery', async () => {
+  const addresses = Array.from({ length: 1049 }, (_, i) => `10.0.${i >> 8}.${i & 255}`)
+  const urls = addresses.map((a) => `http://${a}:3000`)
+  const tooMany = (err: Error): boolean => err instanceof InvalidArgumentError && /^expected opts\.vnodes × (opts\.)?peers to be at most 10485760 ring points, got 10000 × 1049$/.test(err.message)
+  // 1,049 peers at 10,000 vnodes, each limit met alone: 10.49 M points, over the cap.
+  assert.throws(() => new Peer({ self: urls[0] as string, peers: urls, vnodes: 10_000 }), tooMany)
+  assert.throws(() => new Client({ peers: urls, vnodes: 10_000 }), tooMany)
+  // Other spellings of a peer are the same ring member, counted once (the message says 1049).
+  assert.throws(() => new Client({ peers: [...urls, 'HTTP://10.0.0.0:3000/', 'http://10.0.0.1:3000'], vnodes: 10_000 }), tooMany)
+  const p = new Peer({ self: 'http://10.0.0.0:3000', peers: urls.slice(0, 2), vnodes: 10_000 })
+  const { resolver, lookups } = gatedResolver()
+  const errors: Error[] = []
+  const discovery = new DnsDiscovery(p, { name: 'cache', port: 3000, resolver, interval: 3_600_000, includeSelf: false, onError: (e) => errors.push(e) })
+  try {
+    assert.throws(() => p.setPeers(urls), tooMany)
+    assert.deepEqual(p.peers, urls.slice(0, 2), 'the pool is left as it was')
+    // Discovery reports the refusal at every resolution that brings the same answer.
+    for (let i = 0; i < 2; i++) {
+      const done = discovery.refresh()
+      lookups[i]?.answer(addresses)
+      await done
+    }
+    assert.equal(errors.length, 2)
+    assert.ok(errors.every(tooMany))
+    assert.deepEqual(p.peers, urls.slice(0, 2))
+  } finally {
+    discovery.stop()
+    await p.destroy()
   }
 })

@@ -195,7 +195,9 @@ export class DnsDiscovery {
     const peers = this.#o.includeSelf && self !== undefined && !urls.includes(self) ? [...urls, self] : urls
     const key = [...peers].sort().join(' ')
     if (key === this.#last) return
-    this.#last = key
     this.#target.setPeers(peers)
+    // Remembered once applied: a pool the target refused (too large for its ring) is refused,
+    // and reported to onError, at every resolution, not once and then silently skipped.
+    this.#last = key
   }
 }
