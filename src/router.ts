@@ -115,6 +115,8 @@ export abstract class Router extends Dispatcher {
   readonly #completion = { finished: (ctl: Dispatcher.DispatchController | null): void => { this.#finished(ctl as CallerController | null) } }
   // Forwards in flight, by method and URL, that later identical requests may still join.
   readonly #forwards = new Map<string, Fanout>()
+  // The owner each coalesced forward failed at, for its joiners' retries.
+  readonly #failedForwards = new WeakMap<Fanout, string>()
   #idle: Array<() => void> = []
 
   /** Resolves once the ring's hash is loaded; dispatches made before then wait for it. */
@@ -491,7 +493,7 @@ export abstract class Router extends Dispatcher {
       const pragma = req.headers.pragma
       const flightKey = cc === undefined && pragma === undefined ? `${req.method} ${req.key}` : `${req.method} ${req.key}\n${cc ?? ''}\n${pragma ?? ''}`
       const existing = this.#forwards.get(flightKey)
-      if (existing !== undefined && existing.join(sink, ctl, () => this.#retry(req, target, sink, ctl), req.headers)) {
+      if (existing !== undefined && existing.join(sink, ctl, () => this.#retry(req, target, sink, ctl, existing), req.headers)) {
         this.counters.add('coalescedWaits')
         return
       }
@@ -512,9 +514,14 @@ export abstract class Router extends Dispatcher {
    * now: the pool may have changed while it waited, and a peer that has left it must not get
    * a new connection (a Pool that nothing would close until the next setPeers).
    */
-  #retry (req: CacheRequest, target: Target, sink: CallerHandler, ctl: CallerController): void {
+  #retry (req: CacheRequest, target: Target, sink: CallerHandler, ctl: CallerController, flight: Fanout): void {
     const owner = this.#ownerOf(target)
     if (owner === undefined || this.isSelf(owner)) return this.serveOwned(req, sink, ctl)
+    // The flight's forward to this owner has just failed, and the leader went to the origin.
+    // Sent to it again, each joiner would wait for the same failure (a connect or peerTimeout
+    // each) and count it once more towards ejection: three callers of one URL sharing one
+    // failed forward ejected the owner at the default ejectAfter.
+    if (this.#failedForwards.get(flight) === owner) return this.direct(req, sink, ctl, 'owner-unavailable')
     this.#forward(owner, target.query ??= encodeURIComponent(target.key), req, sink, ctl, false)
   }
 
@@ -528,6 +535,7 @@ export abstract class Router extends Dispatcher {
     const { pool, basePath } = this.#pools.get(owner)
     const started = performance.now()
     const handler = new ForwardHandler(sink, ctl, (err, peerFault) => {
+      if (caller instanceof Fanout) this.#failedForwards.set(caller, owner)
       this.counters.add('forwardErrors')
       if (channels.forwardError.hasSubscribers) channels.forwardError.publish({ self: this.selfUrl, url: req.key, owner, error: err })
       // A peer that left the pool while this forward was in flight is no one's to eject.

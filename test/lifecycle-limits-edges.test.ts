@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict'
 import type dns from 'node:dns'
 import { test } from 'node:test'
+import { request } from 'undici'
 import type { Dispatcher } from 'undici'
 import { Client, ClientDestroyedError, DnsDiscovery, InvalidArgumentError, Peer, type DnsResolver } from '../src/index.js'
+import { startOrigin } from './helpers/origin.js'
+import { freePort, listen, ownedBy, stopServer } from './helpers/peers.js'
 
 /** A handler of undici's new contract that records how its request ended. */
 function recorder (): Dispatcher.DispatchHandler & { errors: Error[], controller: Dispatcher.DispatchController | undefined } {
@@ -117,5 +120,41 @@ test('peers × vnodes is capped at 10,485,760 ring points, in the constructor, s
   } finally {
     discovery.stop()
     await p.destroy()
+  }
+})
+
+test('one failed forward counts once towards ejecting its owner, however many callers shared it', async () => {
+  const origin = await startOrigin((_req, res) => {
+    // Not shareable: each coalesced caller has to be served on its own.
+    res.writeHead(200, { 'cache-control': 'no-store', 'content-length': '2' })
+    res.end('ok')
+  })
+  const self = await listen()
+  const dead = `http://127.0.0.1:${await freePort()}`
+  const peer = new Peer({ self: self.url, peers: [self.url, dead], ejectAfter: 3 })
+  self.server.on('request', peer.handler())
+  try {
+    await peer.ready
+    const [url] = ownedBy(peer, dead, (i) => `${origin.url}/shared-${i}`) as [string]
+    const { pathname } = new URL(url)
+    // Dispatched together, before the forward to the dead owner has failed: one forward, two
+    // callers joining it.
+    const responses = await Promise.all([0, 1, 2].map(() => request(url, { dispatcher: peer })))
+    for (const res of responses) {
+      assert.equal(res.statusCode, 200)
+      assert.equal(await res.body.text(), 'ok')
+    }
+    const stats = peer.stats()
+    assert.equal(stats.coalescedWaits, 2)
+    assert.equal(stats.forwardErrors, 1, 'the joiners were not sent to the owner that had just failed')
+    assert.deepEqual(peer.ejectedPeers, [], 'one failed forward is one failure, not three')
+    assert.equal(origin.count(pathname), 3)
+    // The next two failures, each a forward of its own, do eject it.
+    for (let i = 0; i < 2; i++) await (await request(url, { dispatcher: peer })).body.text()
+    assert.deepEqual(peer.ejectedPeers, [dead])
+  } finally {
+    await peer.destroy()
+    await stopServer(self.server)
+    await origin.close()
   }
 })
