@@ -437,7 +437,7 @@ export class LocalCache {
       stored.hit = hit
     }
     if (req.headers['if-none-match'] !== undefined || req.headers['if-modified-since'] !== undefined || req.headers.range !== undefined) {
-      if (this.#servePartialOrNotModified(req, stored, hitHeaders(stored, hit), sink, ctl)) return
+      if (this.#servePartialOrNotModified(req, stored, hit, sink, ctl)) return
     }
     const body = req.method === 'HEAD' ? NO_BODY : stored.body
     if (sink.legacy) {
@@ -450,8 +450,9 @@ export class LocalCache {
   }
 
   /** Answers a caller's own conditional or range request from a stored response, if it can. */
-  #servePartialOrNotModified (req: CacheRequest, stored: StoredResponse, headers: ResponseHeaders, sink: CallerHandler, ctl: CallerController): boolean {
+  #servePartialOrNotModified (req: CacheRequest, stored: StoredResponse, hit: PreparedHit, sink: CallerHandler, ctl: CallerController): boolean {
     const f = stored.freshness
+    const headers = hitHeaders(stored, hit)
     // RFC 9110 section 13.2.1: preconditions are ignored when the response without them would
     // not be a 2xx; a stored 404 or 301 is not "not modified", whatever its validators say.
     // (RFC 9111 section 4.3.2 evaluates them on the stored response as the origin would.)
@@ -461,10 +462,23 @@ export class LocalCache {
     }
     if (req.method === 'GET' && req.headers.range !== undefined && stored.status === 200) {
       const partial = rangeOf(req.headers, f, stored)
-      if (partial !== undefined) {
-        replay(sink, ctl, partial.status, partial.status === 206 ? 'Partial Content' : 'Range Not Satisfiable', { ...headers, ...partial.headers }, partial.body)
+      if (partial === undefined) return false
+      if (partial.status === 416) {
+        // RFC 9110 section 15.5.17: a 416 is about this request's range, not a representation.
+        // It gets none of the stored 200's fields: its Cache-Control or Expires would make it
+        // storable downstream (RFC 9111 section 3), to be served in place of the 200, and its
+        // validators and content metadata would describe content the 416 does not carry.
+        // Generated now, it has a Date of its own (RFC 9110 section 6.6.1) and no Age; nor a
+        // ttl in Cache-Status, which is the stored response's remaining lifetime.
+        replay(sink, ctl, 416, 'Range Not Satisfiable', {
+          ...partial.headers,
+          date: new Date(this.#o.now()).toUTCString(),
+          'cache-status': hit.forward === undefined ? `${CACHE_NAME}; ${hit.detail}` : hit.cacheStatus
+        }, partial.body)
         return true
       }
+      replay(sink, ctl, 206, 'Partial Content', { ...headers, ...partial.headers }, partial.body)
+      return true
     }
     return false
   }

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { request } from 'undici'
+import type { Peer } from '../src/index.js'
+import { decideStorage } from '../src/cache/policy.js'
+import { startOrigin } from './helpers/origin.js'
+import { ownedBy, startLocalPeers } from './helpers/peers.js'
+
+test('a 416 made from a stored 200 carries none of its freshness, validators or metadata, and the 200 stays stored', async () => {
+  const origin = await startOrigin((_req, res) => {
+    res.writeHead(200, {
+      'content-type': 'text/plain',
+      'cache-control': 'max-age=300',
+      expires: new Date(Date.now() + 300_000).toUTCString(),
+      etag: '"v1"',
+      'last-modified': 'Tue, 01 Jan 2030 00:00:00 GMT',
+      'content-language': 'en',
+      'content-length': 5
+    })
+    res.end('hello')
+  })
+  const cluster = await startLocalPeers(2)
+  const [a, b] = cluster.peers as [Peer, Peer]
+  try {
+    const [url] = ownedBy(a, b.self, (i) => `${origin.url}/r${i}`) as [string]
+    await (await request(url, { dispatcher: a })).body.dump()
+    assert.equal(origin.count(), 1)
+    // Through the non-owner and on the owner itself: both answers come from b's store.
+    for (const peer of [a, b]) {
+      const res = await request(url, { dispatcher: peer, headers: { range: 'bytes=10-' } })
+      assert.equal(await res.body.text(), '')
+      assert.equal(res.statusCode, 416)
+      const h = res.headers
+      // RFC 9110 section 15.5.17: the current length of the selected representation.
+      assert.equal(h['content-range'], 'bytes */5')
+      assert.equal(h['content-length'], '0')
+      assert.ok(!Number.isNaN(Date.parse(String(h.date))), `a Date: ${String(h.date)}`)
+      assert.match(String(h['cache-status']), /^forwardcache; hit/)
+      assert.doesNotMatch(String(h['cache-status']), /ttl=/, 'the 416 has no freshness lifetime of its own')
+      for (const name of ['cache-control', 'expires', 'etag', 'last-modified', 'age', 'content-type', 'content-language']) {
+        assert.equal(h[name], undefined, `the 416 carries no ${name} of the stored 200`)
+      }
+      // As a downstream cache would judge it, for a plain GET of the URL: not storable.
+      const asStored: Record<string, string> = {}
+      for (const [k, v] of Object.entries(h)) if (typeof v === 'string') asStored[k] = v
+      assert.equal(decideStorage('GET', {}, 416, asStored).store, false)
+    }
+    const plain = await request(url, { dispatcher: a })
+    assert.deepEqual([plain.statusCode, await plain.body.text()], [200, 'hello'])
+    assert.equal(plain.headers.etag, '"v1"')
+    // A satisfiable range still gets the stored 200's fields (RFC 9110 section 15.3.7).
+    const part = await request(url, { dispatcher: a, headers: { range: 'bytes=1-2' } })
+    assert.deepEqual([part.statusCode, await part.body.text()], [206, 'el'])
+    assert.equal(part.headers['content-range'], 'bytes 1-2/5')
+    assert.equal(part.headers.etag, '"v1"')
+    assert.equal(part.headers['cache-control'], 'max-age=300')
+    assert.equal(origin.count(), 1, 'every answer after the first came from the store')
+  } finally {
+    await cluster.close()
+    await origin.close()
+  }
+})
