@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { request } from 'undici'
-import type { Peer } from '../src/index.js'
+import { Peer } from '../src/index.js'
 import { decideStorage } from '../src/cache/policy.js'
 import { startOrigin } from './helpers/origin.js'
 import { ownedBy, startLocalPeers } from './helpers/peers.js'
@@ -57,6 +57,37 @@ test('a 416 made from a stored 200 carries none of its freshness, validators or 
     assert.equal(origin.count(), 1, 'every answer after the first came from the store')
   } finally {
     await cluster.close()
+    await origin.close()
+  }
+})
+
+test('a 206 made from a stored 200 drops the 200\'s Content-Digest and Content-MD5, which are of the whole body', async () => {
+  const origin = await startOrigin((_req, res) => {
+    res.writeHead(200, {
+      'cache-control': 'max-age=300',
+      'content-digest': 'sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:',
+      'repr-digest': 'sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:',
+      'content-md5': 'XUFAKrxLKna5cZ2REBfFkg==',
+      'content-length': 5
+    })
+    res.end('hello')
+  })
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  try {
+    const url = `${origin.url}/digest`
+    await (await request(url, { dispatcher: peer })).body.dump()
+    const part = await request(url, { dispatcher: peer, headers: { range: 'bytes=0-1' } })
+    assert.deepEqual([part.statusCode, await part.body.text()], [206, 'he'])
+    assert.equal(part.headers['content-digest'], undefined)
+    assert.equal(part.headers['content-md5'], undefined)
+    // RFC 9530 section 3: Repr-Digest is of the representation, which a part still belongs to.
+    assert.equal(part.headers['repr-digest'], 'sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:')
+    const whole = await request(url, { dispatcher: peer })
+    assert.equal(await whole.body.text(), 'hello')
+    assert.equal(whole.headers['content-digest'], 'sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:')
+    assert.equal(origin.count(), 1)
+  } finally {
+    await peer.close()
     await origin.close()
   }
 })

@@ -79,6 +79,9 @@ function hitHeaders (stored: StoredResponse, hit: PreparedHit): ResponseHeaders 
   return hit.headers
 }
 
+// Fields computed over a response's whole content: wrong on a part of it.
+const WHOLE_CONTENT_FIELDS = ['content-digest', 'content-md5']
+
 const NOT_MODIFIED_FIELDS = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified', 'age', 'cache-status']
 
 function notModifiedHeaders (headers: ResponseHeaders): ResponseHeaders {
@@ -477,7 +480,11 @@ export class LocalCache {
         }, partial.body)
         return true
       }
-      replay(sink, ctl, 206, 'Partial Content', { ...headers, ...partial.headers }, partial.body)
+      // RFC 9110 section 15.3.7: a 206 carries the fields a 200 would, but for those that
+      // describe the whole content it no longer sends (RFC 9530 section 2's Content-Digest).
+      const out: ResponseHeaders = { ...headers, ...partial.headers }
+      for (const name of WHOLE_CONTENT_FIELDS) delete out[name]
+      replay(sink, ctl, 206, 'Partial Content', out, partial.body)
       return true
     }
     return false
