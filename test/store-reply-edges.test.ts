@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
+import diagnosticsChannel from 'node:diagnostics_channel'
 import { test } from 'node:test'
 import { request } from 'undici'
 import { Peer } from '../src/index.js'
 import { decideStorage } from '../src/cache/policy.js'
+import type { EvictMessage } from '../src/observe/channels.js'
 import { startOrigin } from './helpers/origin.js'
 import { ownedBy, startLocalPeers } from './helpers/peers.js'
 
@@ -87,6 +89,42 @@ test('a 206 made from a stored 200 drops the 200\'s Content-Digest and Content-M
     assert.equal(whole.headers['content-digest'], 'sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:')
     assert.equal(origin.count(), 1)
   } finally {
+    await peer.close()
+    await origin.close()
+  }
+})
+
+test('variants trimmed to stay within maxHostSize are published on forwardcache:evict, one message per variant', async () => {
+  const body = 'x'.repeat(3000)
+  const origin = await startOrigin((req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=300', vary: 'accept-language', 'content-length': body.length })
+    res.end(body)
+  })
+  // Room for one variant of the URL, not two.
+  const peer = new Peer({ self: 'http://127.0.0.1:1', maxSize: 100_000, maxHostSize: 5000, maxEntrySize: 5000 })
+  const seen: EvictMessage[] = []
+  const onEvict = (m: unknown): void => { seen.push(m as EvictMessage) }
+  diagnosticsChannel.subscribe('forwardcache:evict', onEvict)
+  try {
+    const url = `${origin.url}/variants`
+    for (const lang of ['en', 'fr', 'de']) {
+      await (await request(url, { dispatcher: peer, headers: { 'accept-language': lang } })).body.dump()
+    }
+    const { evictions, cacheEntries } = peer.stats()
+    assert.equal(cacheEntries, 1)
+    assert.equal(evictions, 2)
+    assert.equal(seen.length, evictions, 'every eviction counted is published')
+    for (const m of seen) {
+      assert.deepEqual([m.self, m.url, m.host], ['http://127.0.0.1:1', url, new URL(origin.url).host])
+      assert.ok(m.bytes > body.length, `the evicted variant's bytes: ${m.bytes}`)
+    }
+    // The newest variant is the one kept.
+    const de = await request(url, { dispatcher: peer, headers: { 'accept-language': 'de' } })
+    await de.body.dump()
+    assert.match(String(de.headers['cache-status']), /hit/)
+    assert.equal(origin.count(), 3)
+  } finally {
+    diagnosticsChannel.unsubscribe('forwardcache:evict', onEvict)
     await peer.close()
     await origin.close()
   }

@@ -63,7 +63,10 @@ export interface StoreOptions {
   maxSize: number
   /** Origin hosts with stored responses at most; a new one past that evicts the least recently used host. */
   maxHosts?: number
-  /** Called for every URL evicted to stay within a budget (not for replacements or deletes). */
+  /**
+   * Called for every URL evicted to stay within a budget, and for every variant of a URL dropped
+   * to keep its newer variants within maxHostSize (not for replacements or deletes).
+   */
   onEvict?: (host: string, url: string, bytes: number) => void
   maxHostSize: number
   maxEntrySize: number
@@ -163,10 +166,12 @@ export class Store {
     let size = 0
     for (const v of list) size += v.size
     // A URL whose variants outgrow the host budget keeps only its newest ones.
-    // Those dropped are evictions to stay within maxHostSize, and count as such.
+    // Those dropped are evictions to stay within maxHostSize, counted and reported as such.
     while (size > this.#opts.maxHostSize && list.length > 1) {
-      size -= (list.pop() as StoredResponse).size
+      const dropped = list.pop() as StoredResponse
+      size -= dropped.size
       this.#evictions++
+      this.#opts.onEvict?.(host, url, dropped.size)
     }
     lru.set(url, { list, size })
     this.#bytes += size

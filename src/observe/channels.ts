@@ -22,7 +22,10 @@ export const channels = {
   forwardError: diagnosticsChannel.channel('forwardcache:forward-error'),
   /** A response stored; messages are StoreMessage. */
   store: diagnosticsChannel.channel('forwardcache:store'),
-  /** A stored response evicted to stay within budget; messages are EvictMessage. */
+  /**
+   * A stored response evicted to stay within budget (a URL's variants, or one older variant
+   * dropped to keep a URL within maxHostSize); messages are EvictMessage.
+   */
   evict: diagnosticsChannel.channel('forwardcache:evict')
 } as const
 
@@ -39,5 +42,5 @@ export interface ForwardMessage { self: string, url: string, owner: string }
 export interface ForwardErrorMessage { self: string, url: string, owner: string, error: Error }
 /** `forwardcache:store`: the stored status and the bytes charged. */
 export interface StoreMessage { self: string, url: string, status: number, bytes: number }
-/** `forwardcache:evict`: the evicted URL, its host and the bytes freed. */
+/** `forwardcache:evict`: the evicted URL, its host and the bytes freed (by one variant, when one was dropped alone). */
 export interface EvictMessage { self: string, url: string, host: string, bytes: number }
