@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict'
 import diagnosticsChannel from 'node:diagnostics_channel'
 import { test } from 'node:test'
-import { request } from 'undici'
-import { Peer } from '../src/index.js'
+import { cacheStores, request } from 'undici'
+import { Peer, type CacheStore } from '../src/index.js'
 import { decideStorage } from '../src/cache/policy.js'
 import type { EvictMessage } from '../src/observe/channels.js'
 import { startOrigin } from './helpers/origin.js'
-import { ownedBy, startLocalPeers } from './helpers/peers.js'
+import { listen, ownedBy, startLocalPeers, stopServer } from './helpers/peers.js'
 
 test('a 416 made from a stored 200 carries none of its freshness, validators or metadata, and the 200 stays stored', async () => {
   const origin = await startOrigin((_req, res) => {
@@ -126,6 +126,63 @@ test('variants trimmed to stay within maxHostSize are published on forwardcache:
   } finally {
     diagnosticsChannel.unsubscribe('forwardcache:evict', onEvict)
     await peer.close()
+    await origin.close()
+  }
+})
+
+test('an owner\'s answer with an unknown forwardcache-error and a max-age is neither copied hot nor stored by the peer that asked', async () => {
+  const origin = await startOrigin()
+  let ownerAsked = 0
+  // An owner (of a newer version, say) that answers with an error code this peer does not know,
+  // under an origin's Cache-Control.
+  const owner = await listen((req, res) => {
+    if ((req.url ?? '').includes('?q=')) ownerAsked++
+    req.resume()
+    const body = 'owner trouble\n'
+    res.writeHead(502, {
+      'forwardcache-error': 'something-new',
+      'cache-control': 'max-age=300',
+      'cache-status': 'forwardcache; fwd=uri-miss',
+      'content-length': Buffer.byteLength(body)
+    })
+    res.end(body)
+  })
+  const self = await listen()
+  // The asking peer's own second tier: it must get nothing either.
+  const memory = new cacheStores.MemoryCacheStore()
+  let tierWrites = 0
+  const tier: CacheStore = {
+    get: (key) => memory.get(key),
+    createWriteStream: (key, value) => {
+      tierWrites++
+      return memory.createWriteStream(key, value)
+    },
+    delete: (key) => memory.delete(key)
+  }
+  let peer: Peer | undefined
+  try {
+    const p = new Peer({ self: self.url, peers: [self.url, owner.url], hotThreshold: 1, store: tier })
+    peer = p
+    self.server.on('request', p.handler())
+    await p.ready
+    const [url] = ownedBy(p, owner.url, (i) => `${origin.url}/owner-error/${i}`) as [string]
+    for (let i = 0; i < 3; i++) {
+      const res = await request(url, { dispatcher: p })
+      assert.equal(res.statusCode, 502)
+      assert.equal(res.headers['forwardcache-error'], 'something-new')
+      await res.body.dump()
+    }
+    assert.equal(ownerAsked, 3, 'every request went to the owner: nothing answered from a copy')
+    const stats = p.stats()
+    assert.equal(stats.hotHits, 0)
+    assert.equal(stats.hotBytes, 0)
+    assert.equal(stats.cacheEntries, 0)
+    assert.equal(tierWrites, 0)
+    assert.equal(origin.count(), 0)
+  } finally {
+    await peer?.destroy().catch(() => {})
+    await stopServer(self.server)
+    await stopServer(owner.server)
     await origin.close()
   }
 })

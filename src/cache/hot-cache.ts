@@ -10,6 +10,7 @@ import { Invalidations } from './invalidations.js'
 import { replay } from './replay.js'
 import { channels } from '../observe/channels.js'
 import { BodyRecorder } from './body-recorder.js'
+import { ERROR_HEADER } from '../forward.js'
 import { entrySize, Store, type StoredResponse } from './store.js'
 
 type Controller = Dispatcher.DispatchController
@@ -150,7 +151,11 @@ class HotRecorder implements CallerHandler {
     // a 412 (even one with max-age) answers that request's precondition alone (RFC 9110
     // section 13.1), and copied hot it would answer every plain GET.
     const storable = decision.store && (status === 200 || !hasOriginPrecondition(this.#req.headers))
-    if (storable && !unframed && (cl === undefined || Number(cl) <= this.#o.maxEntrySize)) {
+    // An answer with forwardcache-error is the owner's own, not the origin's, whatever its
+    // Cache-Control says (a code this peer does not know reaches the caller as it is): the
+    // owner stored none of it, and a copy would stand in for the origin's response here.
+    const ownerError = headers[ERROR_HEADER] !== undefined
+    if (storable && !unframed && !ownerError && (cl === undefined || Number(cl) <= this.#o.maxEntrySize)) {
       this.#body.start()
       this.#status = status
       this.#statusText = statusMessage ?? ''
