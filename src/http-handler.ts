@@ -313,6 +313,13 @@ class ServerResponseSink implements CallerHandler {
     // middleware): writeHead would add them to the origin's, and the asking peer passes them on
     // to its callers as the origin's own. The owner answers with the origin's fields alone.
     for (const name of res.getHeaderNames()) res.removeHeader(name)
+    // Nor an origin's forwardcache-error: the asking peer would take the origin's answer for
+    // this owner's own failure, fall back around it, and (for `closing` and the like) count it
+    // against this owner until it ejects it. Only refuse() sends the field.
+    if (headers[ERROR_HEADER] !== undefined) {
+      const { [ERROR_HEADER]: _error, ...rest } = headers
+      headers = rest
+    }
     if (statusMessage !== undefined && statusMessage !== '' && VALID_REASON.test(statusMessage)) res.writeHead(status, statusMessage, headers)
     else res.writeHead(status, headers)
     const length = headers['content-length']

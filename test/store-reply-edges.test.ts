@@ -186,3 +186,28 @@ test('an owner\'s answer with an unknown forwardcache-error and a max-age is nei
     await origin.close()
   }
 })
+
+test('an origin\'s own forwardcache-error field does not reach the asking peer as the owner\'s error: no fallback, nothing counted against the owner', async () => {
+  const origin = await startOrigin((_req, res) => {
+    // An origin (hostile, or itself fronted by something that speaks forwardcache's wire) that
+    // answers with the field owners put on their own errors.
+    res.writeHead(200, { 'forwardcache-error': 'closing', 'cache-control': 'max-age=300', 'content-length': 2 })
+    res.end('ok')
+  })
+  const cluster = await startLocalPeers(2)
+  const [a, b] = cluster.peers as [Peer, Peer]
+  try {
+    const [url] = ownedBy(a, b.self, (i) => `${origin.url}/spoof${i}`) as [string]
+    for (let i = 0; i < 3; i++) {
+      const res = await request(url, { dispatcher: a })
+      assert.deepEqual([res.statusCode, await res.body.text()], [200, 'ok'])
+      assert.doesNotMatch(String(res.headers['cache-status']), /owner-unavailable/)
+    }
+    assert.equal(a.stats().forwardErrors, 0, 'the owner answered every time')
+    assert.equal(a.ownerOf(url), b.self, 'the owner is still on the ring')
+    assert.equal(origin.count(), 1, 'the owner fetched once and served the rest from its store')
+  } finally {
+    await cluster.close()
+    await origin.close()
+  }
+})
