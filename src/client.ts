@@ -33,6 +33,6 @@ export class Client extends Router {
   /** Plain counters: totals since the Client was created. */
   stats (): ClientStats {
     const v = this.counters.values
-    return { requests: v.requests, forwards: v.forwards, forwardErrors: v.forwardErrors, originFetches: v.originFetches, passThrough: v.passThrough }
+    return { requests: v.requests, forwards: v.forwards, forwardErrors: v.forwardErrors, originFetches: v.originFetches, passThrough: v.passThrough, invalidationErrors: v.invalidationErrors, invalidationReplays: v.invalidationReplays, invalidationGaps: v.invalidationGaps }
   }
 }

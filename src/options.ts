@@ -111,6 +111,17 @@ export interface RouterOptions {
    */
   maxHandlerRequests?: number | undefined
   /**
+   * URLs whose pool-wide invalidation this instance remembers for peers that were out of its
+   * pool at the time (dropped by `setPeers()` or a DNS answer), to send them when they come
+   * back; also at most 512 characters of URL per entry on average. Logging starts when a peer
+   * leaves and stops once every peer that left has come back (or is forgotten, past 1,024
+   * departed peers). A peer that comes back after more invalidations than this counts in
+   * `invalidationGaps`. Size it to the unsafe requests this instance sees while a peer is out:
+   * one DNS `interval` or a restart, say. At most 1,000,000.
+   * @default 10000
+   */
+  invalidationLogSize?: number | undefined
+  /**
    * The ring's hash, for tests that need owners they can work out by hand.
    * @default xxHash32 (xxhash-wasm)
    */
@@ -213,6 +224,7 @@ export interface ResolvedRouterOptions {
   origins: readonly OriginRule[] | undefined
   blockPrivateOrigins: boolean
   maxHandlerRequests: number
+  invalidationLogSize: number
 }
 
 export interface ResolvedPeerOptions extends ResolvedRouterOptions {
@@ -248,6 +260,15 @@ const MAX_VNODES = 10_000
 function resolveVnodes (opts: Record<string, unknown>): number {
   const v = positiveInteger(opts, 'vnodes', 160)
   if (v > MAX_VNODES) throw new InvalidArgumentError(`expected opts.vnodes to be at most ${MAX_VNODES}`)
+  return v
+}
+
+// The most URLs the invalidation log may be asked to keep: about 512 MiB of URLs at most.
+const MAX_INVALIDATION_LOG = 1_000_000
+
+function resolveLogSize (opts: Record<string, unknown>): number {
+  const v = positiveInteger(opts, 'invalidationLogSize', 10_000)
+  if (v > MAX_INVALIDATION_LOG) throw new InvalidArgumentError(`expected opts.invalidationLogSize to be at most ${MAX_INVALIDATION_LOG}`)
   return v
 }
 
@@ -356,7 +377,8 @@ export function resolveRouterOptions (opts: RouterOptions, defaultPeers: string[
     authWindow: milliseconds(o, 'authWindow', 30_000),
     origins: resolveOrigins(opts.origins),
     blockPrivateOrigins: resolveBoolean(o, 'blockPrivateOrigins', false),
-    maxHandlerRequests: positiveInteger(o, 'maxHandlerRequests', 1024)
+    maxHandlerRequests: positiveInteger(o, 'maxHandlerRequests', 1024),
+    invalidationLogSize: resolveLogSize(o)
   }
 }
 

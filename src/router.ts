@@ -9,6 +9,7 @@ import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { Fanout } from './dispatch/fanout.js'
 import { InFlight } from './dispatch/in-flight.js'
+import { InvalidationLog, type Missed } from './invalidation-log.js'
 import { ClientClosedError, ClientDestroyedError, InvalidArgumentError } from './errors.js'
 import { ERROR_HEADER, ForwardHandler, PassThroughHandler } from './forward.js'
 import { loadedHash, loadedRawHash, loadHash, type RawHashFunction } from './hash.js'
@@ -87,6 +88,28 @@ const MAX_REMEMBERED_URL = 2048
 // What a Proxy made by Router.compose() answers with the instance it stands for.
 const COMPOSED_TARGET = Symbol('forwardcache.composedTarget')
 
+// Characters of URL the invalidation log keeps per entry on average: ordinary URLs are far
+// shorter, and a caller that POSTs to URLs of a megabyte must not make it hold gigabytes.
+const LOG_CHARS_PER_KEY = 512
+// Peers whose leaving is remembered, for the invalidations they miss. A pool changes by a few
+// peers at a time; past this many departures, the ones that left first are most likely gone
+// for good (a replaced pod's address), and one that does come back is taken for a new peer.
+const MAX_DEPARTED = 1024
+// Invalidations in flight at once to one peer that came back: enough to send thousands in a
+// second or two, few enough to leave that peer's handler to its callers.
+const REPLAY_CONCURRENCY = 4
+
+/** The invalidations a peer back in the pool is being sent; it stays off the ring meanwhile. */
+interface Replay {
+  readonly keys: readonly string[]
+  /** Index of the next key to send. */
+  next: number
+  /** Keys sent and not yet answered. */
+  readonly inFlight: Set<string>
+  /** Set when the peer leaves the pool again before the replay ends. */
+  cancelled: boolean
+}
+
 /**
  * What Peer and Client share: a Dispatcher that routes each GET/HEAD to the URL's owner on a
  * consistent-hash ring and sends everything else to the origin. Subclasses decide what
@@ -103,6 +126,10 @@ export abstract class Router extends Dispatcher {
   protected readonly originAllowed: (url: URL) => boolean
   readonly #pools: PeerPools
   readonly #health: PeerHealth
+  // URLs invalidated while some peer was out of the pool, for when it comes back.
+  readonly #sent: InvalidationLog
+  // Peers back in the pool that are being sent what they missed, kept off the ring meanwhile.
+  readonly #replays = new Map<string, Replay>()
   #peers: string[]
   #ring: Ring | undefined
   #hash: HashFunction | undefined
@@ -135,6 +162,7 @@ export abstract class Router extends Dispatcher {
     this.signer = options.secrets.length > 0 ? new Signer(options.secrets, options.authWindow, Date.now) : undefined
     const allowlist = options.origins === undefined ? undefined : originMatcher(options.origins)
     this.originAllowed = allowlist ?? (() => true)
+    this.#sent = new InvalidationLog(options.invalidationLogSize, options.invalidationLogSize * LOG_CHARS_PER_KEY, MAX_DEPARTED)
     this.#pools = new PeerPools({
       connectTimeout: options.peerConnectTimeout,
       headersTimeout: options.peerTimeout,
@@ -162,13 +190,15 @@ export abstract class Router extends Dispatcher {
   }
 
   /**
-   * Routing uses the pool minus the peers ejected for failing; removing a member from a
-   * consistent-hash ring moves only that member's keys.
+   * Routing uses the pool minus the peers ejected for failing and those still being sent the
+   * invalidations they missed; removing a member from a consistent-hash ring moves only that
+   * member's keys.
    */
   #rebuildRing (): void {
     if (this.#hash === undefined) return
     const ejected = this.#health.ejected()
-    const members = ejected.size === 0 ? this.#peers : this.#peers.filter((p) => !ejected.has(p) || this.isSelf(p))
+    const held = this.#replays
+    const members = ejected.size === 0 && held.size === 0 ? this.#peers : this.#peers.filter((p) => this.isSelf(p) || (!ejected.has(p) && !held.has(p)))
     this.#ring = new Ring(members, this.options.vnodes, this.#hash)
   }
 
@@ -204,15 +234,87 @@ export abstract class Router extends Dispatcher {
   /**
    * Replaces the pool. The new ring is built whole and swapped in one assignment, so every
    * request is routed by either the old pool or the new one, never a mix.
+   *
+   * A peer that comes back (left the pool, by this call or by DNS discovery, and is in it
+   * again) is sent the invalidations it missed while it was out, in the background, and joins
+   * the ring once they have been sent: until then its keys stay with the peers that had them.
    */
   setPeers (peers: readonly string[]): void {
     const list = resolvePeerList(peers, 'peers', this.options.vnodes)
     this.onPeersChanged(list)
-    this.#peers = list
+    const before = new Set(this.#peers)
     const keep = new Set(list)
+    for (const peer of before) if (!keep.has(peer) && !this.isSelf(peer)) this.#left(peer)
+    const back: Array<[string, Missed, Replay | undefined]> = []
+    for (const peer of list) {
+      if (before.has(peer) || this.isSelf(peer)) continue
+      const missed = this.#sent.rejoined(peer)
+      if (missed === undefined) continue
+      const replay = missed.keys.length === 0 ? undefined : { keys: missed.keys, next: 0, inFlight: new Set<string>(), cancelled: false }
+      if (replay !== undefined) this.#replays.set(peer, replay)
+      back.push([peer, missed, replay])
+    }
+    this.#peers = list
     this.#health.retain(keep)
     this.#rebuildRing()
     this.#pools.retain(keep)
+    for (const [peer, missed, replay] of back) void this.#replay(peer, missed, replay)
+  }
+
+  /** A peer has left the pool: what is invalidated from now on, it gets when it comes back. */
+  #left (peer: string): void {
+    this.#sent.left(peer)
+    const replay = this.#replays.get(peer)
+    if (replay === undefined) return
+    replay.cancelled = true
+    this.#replays.delete(peer)
+    // What it has not been seen to receive is logged again, after its leaving.
+    for (const key of replay.inFlight) this.#sent.add(key)
+    for (let i = replay.next; i < replay.keys.length; i++) this.#sent.add(replay.keys[i] as string)
+  }
+
+  /**
+   * Sends a peer back in the pool the invalidations it missed (RFC 9111 section 4.4: it may
+   * hold responses they made stale, as owner or as hot copies), then lets it onto the ring.
+   * A DELETE of an entry refilled since only costs a refill. Gives up after ejectAfter
+   * failures in a row: a peer that is down would hold each one for peerTimeout.
+   */
+  async #replay (peer: string, missed: Missed, replay: Replay | undefined): Promise<void> {
+    if (!missed.complete) this.counters.add('invalidationGaps')
+    let sent = 0
+    let failed = 0
+    if (replay !== undefined) {
+      let failuresInARow = 0
+      const worker = async (): Promise<void> => {
+        while (!replay.cancelled && !this.#closed && failuresInARow < this.options.ejectAfter && replay.next < replay.keys.length) {
+          const key = replay.keys[replay.next++] as string
+          replay.inFlight.add(key)
+          this.counters.add('invalidationReplays')
+          const ok = await this.#sendDelete(peer, key)
+          replay.inFlight.delete(key)
+          if (ok) {
+            sent++
+            failuresInARow = 0
+          } else {
+            failed++
+            failuresInARow++
+          }
+        }
+      }
+      const workers: Array<Promise<void>> = []
+      for (let i = 0; i < Math.min(REPLAY_CONCURRENCY, replay.keys.length); i++) workers.push(worker())
+      await Promise.all(workers)
+      // Left again meanwhile: what it did not get is logged again for its next return.
+      if (replay.cancelled) return
+      const abandoned = replay.keys.length - replay.next
+      if (abandoned > 0 && !this.#closed) {
+        failed += abandoned
+        this.counters.add('invalidationErrors', abandoned)
+      }
+      this.#replays.delete(peer)
+      this.#rebuildRing()
+    }
+    if (channels.replay.hasSubscribers) channels.replay.publish({ self: this.selfUrl, peer, sent, failed, complete: missed.complete })
   }
 
   /** Hook for subclasses to check a new pool before it is used. */
@@ -657,21 +759,37 @@ export abstract class Router extends Dispatcher {
   protected invalidate (url: URL): Promise<void> | undefined {
     this.hot?.invalidate(url)
     this.invalidateOwned(url)
+    // A peer out of the pool now does not get this DELETE: it is sent when it comes back.
+    if (this.#sent.active) this.#sent.add(url.href)
     const owner = this.#ring?.get(url.href)
     let ownerDone: Promise<void> | undefined
     for (const peer of this.#peers) {
       if (this.isSelf(peer)) continue
-      const { pool, basePath } = this.#pools.get(peer)
-      const done = pool.request({
-        path: `${basePath}${this.options.path}?q=${encodeURIComponent(url.href)}`,
-        method: 'DELETE',
-        headers: this.#signed('DELETE', url.href, peer, { via: VIA }),
-        headersTimeout: this.options.peerTimeout,
-        bodyTimeout: this.options.peerTimeout
-      }).then((res) => res.body.dump(), () => {})
-      if (peer === owner) ownerDone = done
+      const done = this.#sendDelete(peer, url.href)
+      if (peer === owner) ownerDone = done.then(() => {})
     }
     return ownerDone
+  }
+
+  /**
+   * Sends a peer the DELETE that invalidates `key` there. Resolves true when the peer answered
+   * 2xx, false (counted in invalidationErrors) otherwise; never rejects.
+   */
+  #sendDelete (peer: string, key: string): Promise<boolean> {
+    const { pool, basePath } = this.#pools.get(peer)
+    return pool.request({
+      path: `${basePath}${this.options.path}?q=${encodeURIComponent(key)}`,
+      method: 'DELETE',
+      headers: this.#signed('DELETE', key, peer, { via: VIA }),
+      headersTimeout: this.options.peerTimeout,
+      bodyTimeout: this.options.peerTimeout
+    }).then(async (res) => {
+      await res.body.dump()
+      return res.statusCode >= 200 && res.statusCode < 300
+    }).catch(() => false).then((ok) => {
+      if (!ok) this.counters.add('invalidationErrors')
+      return ok
+    })
   }
 
   /** Registers a request served on handler() so close() waits for it too. */

@@ -24,6 +24,12 @@ export interface ClientStats {
   originFetches: number
   /** Non-GET/HEAD requests passed straight to origins. */
   passThrough: number
+  /** Invalidations (DELETEs) sent to peers that failed or got an answer other than 2xx. */
+  invalidationErrors: number
+  /** Invalidations sent again to peers that came back to the pool, for what they missed. */
+  invalidationReplays: number
+  /** Peers that came back to the pool after more invalidations than the log keeps. */
+  invalidationGaps: number
 }
 
 /**
@@ -57,6 +63,23 @@ export interface PeerStats {
   invalidations: number
   /** Non-GET/HEAD requests passed straight to the origin. */
   passThrough: number
+  /**
+   * Invalidations (DELETEs) sent to other peers that failed or got an answer other than 2xx,
+   * those sent again to a peer that came back included. That peer may still serve what the
+   * invalidation should have removed, until it goes stale.
+   */
+  invalidationErrors: number
+  /**
+   * Invalidations sent again to a peer that came back to the pool (re-added by `setPeers()`
+   * or DNS discovery), for URLs invalidated while it was out of this peer's pool.
+   */
+  invalidationReplays: number
+  /**
+   * Peers that came back to the pool after more invalidations than the log keeps
+   * (`invalidationLogSize`): what was forgotten was not sent again, and that peer may serve
+   * what those invalidations should have removed, until it goes stale.
+   */
+  invalidationGaps: number
   /** Bytes held in the cache now (bodies, headers and bookkeeping). */
   cacheBytes: number
   /** Stored responses now (each Vary variant counts). */
@@ -100,7 +123,10 @@ export class Counters {
     staleServed: 0,
     stored: 0,
     invalidations: 0,
-    passThrough: 0
+    passThrough: 0,
+    invalidationErrors: 0,
+    invalidationReplays: 0,
+    invalidationGaps: 0
   }
 
   readonly hosts = new Map<string, HostStats>()

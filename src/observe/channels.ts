@@ -10,6 +10,7 @@ import diagnosticsChannel from 'node:diagnostics_channel'
  * - `forwardcache:forward-error` { self, url, owner, error }
  * - `forwardcache:store`         { self, url, status, bytes }
  * - `forwardcache:evict`         { self, url, host, bytes }
+ * - `forwardcache:replay`        { self, peer, sent, failed, complete }
  */
 export const channels = {
   /** A request answered from a peer's cache; messages are HitMessage. */
@@ -26,7 +27,9 @@ export const channels = {
    * A stored response evicted to stay within budget (a URL's variants, or one older variant
    * dropped to keep a URL within maxHostSize); messages are EvictMessage.
    */
-  evict: diagnosticsChannel.channel('forwardcache:evict')
+  evict: diagnosticsChannel.channel('forwardcache:evict'),
+  /** A peer back in the pool has been sent what it missed; messages are ReplayMessage. */
+  replay: diagnosticsChannel.channel('forwardcache:replay')
 } as const
 
 /**
@@ -44,3 +47,11 @@ export interface ForwardErrorMessage { self: string, url: string, owner: string,
 export interface StoreMessage { self: string, url: string, status: number, bytes: number }
 /** `forwardcache:evict`: the evicted URL, its host and the bytes freed (by one variant, when one was dropped alone). */
 export interface EvictMessage { self: string, url: string, host: string, bytes: number }
+/**
+ * `forwardcache:replay`: `peer` came back to this instance's pool (`self`, '' for a Client) and
+ * has been sent the invalidations it missed while it was out: `sent` answered, `failed` not
+ * (failed, refused, or given up after ejectAfter failures in a row). `complete` is false when
+ * the log no longer reached back to when it left: older invalidations were forgotten, and it
+ * may serve what they should have removed until that goes stale.
+ */
+export interface ReplayMessage { self: string, peer: string, sent: number, failed: number, complete: boolean }
