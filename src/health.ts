@@ -10,6 +10,8 @@ export interface HealthOptions {
   probe: (peer: string) => Promise<boolean>
   /** Runs whenever the set of ejected peers changes. */
   onChange: () => void
+  /** Runs when a probe readmits `peer`, before onChange. */
+  onReadmitted?: ((peer: string) => void) | undefined
 }
 
 interface State {
@@ -68,6 +70,7 @@ export class PeerHealth {
         if (this.#closed || this.#state.get(peer) !== s) return
         if (ok) {
           this.#state.delete(peer)
+          this.#o.onReadmitted?.(peer)
           this.#o.onChange()
         } else {
           s.backoff = Math.min(s.backoff * 2, this.#o.maxBackoff)

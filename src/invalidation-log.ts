@@ -132,3 +132,123 @@ export class InvalidationLog {
     if (earliest > this.#forgottenUpTo) this.#forgottenUpTo = earliest
   }
 }
+
+/**
+ * Invalidations that failed to reach a peer in the pool (refused, reset, timed out, or not
+ * answered 2xx), kept to be sent again when that peer is next seen to answer. One budget for
+ * every peer, as the log's: a URL that failed to several peers is kept once.
+ *
+ * Nothing is kept while every DELETE succeeds.
+ */
+export class Undelivered {
+  readonly #maxKeys: number
+  readonly #maxChars: number
+  #sequence = 0
+  // Key -> (peer -> sequence of the failure that put it there); a key that fails again moves
+  // to the end, so the first entry is the oldest.
+  readonly #keys = new Map<string, Map<string, number>>()
+  #chars = 0
+  // Peer -> keys it is owed, and whether some were forgotten since it last owed nothing.
+  readonly #peers = new Map<string, { count: number, gap: boolean }>()
+
+  /**
+   * @param maxKeys URLs remembered, for all peers together
+   * @param maxChars characters of URL remembered, all together
+   */
+  constructor (maxKeys: number, maxChars: number) {
+    this.#maxKeys = maxKeys
+    this.#maxChars = maxChars
+  }
+
+  /** URLs remembered now. */
+  get size (): number {
+    return this.#keys.size
+  }
+
+  /** True when `peer` is owed something. */
+  has (peer: string): boolean {
+    return this.#peers.has(peer)
+  }
+
+  /**
+   * Notes that the DELETE of `key` failed to reach `peer`. Returns the number of peers that,
+   * to stay within the bounds, have just lost an invalidation for the first time since they
+   * last owed nothing (a gap each).
+   */
+  add (peer: string, key: string): number {
+    let peers = this.#keys.get(key)
+    if (peers !== undefined) {
+      this.#keys.delete(key)
+      this.#chars -= key.length
+    } else {
+      peers = new Map()
+    }
+    if (!peers.has(peer)) {
+      const owed = this.#peers.get(peer)
+      if (owed === undefined) this.#peers.set(peer, { count: 1, gap: false })
+      else owed.count++
+    }
+    peers.set(peer, ++this.#sequence)
+    this.#keys.set(key, peers)
+    this.#chars += key.length
+    let gaps = 0
+    while (this.#keys.size > this.#maxKeys || this.#chars > this.#maxChars) {
+      const [oldestKey, oldest] = this.#keys.entries().next().value as [string, Map<string, number>]
+      this.#keys.delete(oldestKey)
+      this.#chars -= oldestKey.length
+      for (const p of oldest.keys()) {
+        const owed = this.#peers.get(p)
+        if (owed === undefined) continue
+        if (!owed.gap) {
+          owed.gap = true
+          gaps++
+        }
+        if (--owed.count === 0) this.#peers.delete(p)
+      }
+    }
+    return gaps
+  }
+
+  /** What `peer` is owed, oldest first, each with the sequence delivered() needs. */
+  owed (peer: string): Array<[string, number]> {
+    const out: Array<[string, number]> = []
+    if (!this.#peers.has(peer)) return out
+    for (const [key, peers] of this.#keys) {
+      const seq = peers.get(peer)
+      if (seq !== undefined) out.push([key, seq])
+    }
+    return out
+  }
+
+  /**
+   * Notes that `peer` acknowledged the DELETE of `key` sent for the failure `seq`. A failure
+   * since (a later invalidation of the same URL) keeps it owed.
+   */
+  delivered (peer: string, key: string, seq: number): void {
+    const peers = this.#keys.get(key)
+    if (peers?.get(peer) !== seq) return
+    this.#drop(peer, key, peers)
+  }
+
+  /** Forgets what `peer` is owed (it has left the pool) and returns it, oldest first. */
+  take (peer: string): string[] {
+    const out: string[] = []
+    if (!this.#peers.has(peer)) return out
+    for (const [key, peers] of this.#keys) {
+      if (!peers.has(peer)) continue
+      out.push(key)
+      this.#drop(peer, key, peers)
+    }
+    return out
+  }
+
+  #drop (peer: string, key: string, peers: Map<string, number>): void {
+    peers.delete(peer)
+    if (peers.size === 0) {
+      this.#keys.delete(key)
+      this.#chars -= key.length
+    }
+    const owed = this.#peers.get(peer)
+    if (owed !== undefined && --owed.count === 0) this.#peers.delete(peer)
+  }
+}

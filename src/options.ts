@@ -118,6 +118,10 @@ export interface RouterOptions {
    * departed peers). A peer that comes back after more invalidations than this counts in
    * `invalidationGaps`. Size it to the unsafe requests this instance sees while a peer is out:
    * one DNS `interval` or a restart, say. At most 1,000,000.
+   *
+   * The same bound, separately, holds the invalidations whose DELETE failed to reach a peer in
+   * the pool (for all such peers together), kept to be sent again when that peer answers; one
+   * dropped to stay within it counts in `invalidationGaps` too.
    * @default 10000
    */
   invalidationLogSize?: number | undefined

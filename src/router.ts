@@ -9,7 +9,7 @@ import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { Fanout } from './dispatch/fanout.js'
 import { InFlight } from './dispatch/in-flight.js'
-import { InvalidationLog, type Missed } from './invalidation-log.js'
+import { InvalidationLog, Undelivered, type Missed } from './invalidation-log.js'
 import { ClientClosedError, ClientDestroyedError, InvalidArgumentError } from './errors.js'
 import { ERROR_HEADER, ForwardHandler, PassThroughHandler } from './forward.js'
 import { loadedHash, loadedRawHash, loadHash, type RawHashFunction } from './hash.js'
@@ -98,6 +98,25 @@ const MAX_DEPARTED = 1024
 // Invalidations in flight at once to one peer that came back: enough to send thousands in a
 // second or two, few enough to leave that peer's handler to its callers.
 const REPLAY_CONCURRENCY = 4
+// Timed attempts to deliver a peer's failed invalidations, when nothing else shows it is back
+// (no forward to it succeeds, no later DELETE, it is not ejected and readmitted). The waits
+// double from ejectBackoff up to MAX_RETRY_WAIT: 1 + 2 + 4 + 8 + 16 s at the default.
+const MAX_RETRIES = 5
+const MAX_RETRY_WAIT = 30_000
+
+/** Delivery of the invalidations that failed to reach one peer in the pool. */
+interface Retry {
+  timer: NodeJS.Timeout | undefined
+  /** Timed attempts made so far. */
+  attempts: number
+  delivering: boolean
+  /**
+   * After a delivery that failed, when a forward or a DELETE that succeeds may start the next
+   * (performance.now() ms): a peer that answers GETs but refuses every DELETE (a secret it
+   * does not share) must not get a burst of them after each forward.
+   */
+  quietUntil: number
+}
 
 /** The invalidations a peer back in the pool is being sent; it stays off the ring meanwhile. */
 interface Replay {
@@ -130,6 +149,13 @@ export abstract class Router extends Dispatcher {
   readonly #sent: InvalidationLog
   // Peers back in the pool that are being sent what they missed, kept off the ring meanwhile.
   readonly #replays = new Map<string, Replay>()
+  // URLs whose DELETE failed to reach a peer in the pool, to be sent again once it answers.
+  readonly #undelivered: Undelivered
+  // Peers owed something there (or just delivered to); empty while every DELETE succeeds.
+  readonly #retries = new Map<string, Retry>()
+  // Peers readmitted after ejection that are being sent what failed to reach them meanwhile,
+  // kept off the ring as a peer back in the pool is.
+  readonly #held = new Set<string>()
   #peers: string[]
   #ring: Ring | undefined
   #hash: HashFunction | undefined
@@ -163,6 +189,7 @@ export abstract class Router extends Dispatcher {
     const allowlist = options.origins === undefined ? undefined : originMatcher(options.origins)
     this.originAllowed = allowlist ?? (() => true)
     this.#sent = new InvalidationLog(options.invalidationLogSize, options.invalidationLogSize * LOG_CHARS_PER_KEY, MAX_DEPARTED)
+    this.#undelivered = new Undelivered(options.invalidationLogSize, options.invalidationLogSize * LOG_CHARS_PER_KEY)
     this.#pools = new PeerPools({
       connectTimeout: options.peerConnectTimeout,
       headersTimeout: options.peerTimeout,
@@ -173,7 +200,12 @@ export abstract class Router extends Dispatcher {
       backoff: options.ejectBackoff,
       maxBackoff: 30_000,
       probe: (peer) => this.#probe(peer),
-      onChange: () => this.#rebuildRing()
+      onChange: () => this.#rebuildRing(),
+      onReadmitted: (peer) => {
+        if (!this.#undelivered.has(peer)) return
+        this.#held.add(peer)
+        void this.#deliver(peer)
+      }
     })
     this.#hash = options.hash ?? loadedHash()
     if (options.hash === undefined) this.#rawHash = loadedRawHash()
@@ -197,8 +229,9 @@ export abstract class Router extends Dispatcher {
   #rebuildRing (): void {
     if (this.#hash === undefined) return
     const ejected = this.#health.ejected()
-    const held = this.#replays
-    const members = ejected.size === 0 && held.size === 0 ? this.#peers : this.#peers.filter((p) => this.isSelf(p) || (!ejected.has(p) && !held.has(p)))
+    const replays = this.#replays
+    const held = this.#held
+    const members = ejected.size === 0 && replays.size === 0 && held.size === 0 ? this.#peers : this.#peers.filter((p) => this.isSelf(p) || (!ejected.has(p) && !replays.has(p) && !held.has(p)))
     this.#ring = new Ring(members, this.options.vnodes, this.#hash)
   }
 
@@ -264,6 +297,9 @@ export abstract class Router extends Dispatcher {
   /** A peer has left the pool: what is invalidated from now on, it gets when it comes back. */
   #left (peer: string): void {
     this.#sent.left(peer)
+    // What failed to reach it while it was in the pool is sent with the rest when it is back.
+    this.#forgetRetry(peer)
+    for (const key of this.#undelivered.take(peer)) this.#sent.add(key)
     const replay = this.#replays.get(peer)
     if (replay === undefined) return
     replay.cancelled = true
@@ -290,7 +326,7 @@ export abstract class Router extends Dispatcher {
           const key = replay.keys[replay.next++] as string
           replay.inFlight.add(key)
           this.counters.add('invalidationReplays')
-          const ok = await this.#sendDelete(peer, key)
+          const ok = await this.#sendDelete(peer, key, true)
           replay.inFlight.delete(key)
           if (ok) {
             sent++
@@ -310,9 +346,14 @@ export abstract class Router extends Dispatcher {
       if (abandoned > 0 && !this.#closed) {
         failed += abandoned
         this.counters.add('invalidationErrors', abandoned)
+        // Not forgotten: they are sent again once it answers, as any DELETE that failed.
+        for (let i = replay.next; i < replay.keys.length; i++) this.#owe(peer, replay.keys[i] as string)
       }
       this.#replays.delete(peer)
       this.#rebuildRing()
+      // What failed during the replay: at once if the peer was answering at the end, else
+      // when it is next seen to answer (or its retry timer).
+      if (failuresInARow === 0 || this.#held.has(peer)) void this.#deliver(peer)
     }
     if (channels.replay.hasSubscribers) channels.replay.publish({ self: this.selfUrl, peer, sent, failed, complete: missed.complete })
   }
@@ -646,6 +687,8 @@ export abstract class Router extends Dispatcher {
     }, () => {
       this.counters.latency.peer.observe((performance.now() - started) / 1000)
       this.#health.success(owner)
+      // The owner answers: what failed to reach it earlier can be sent now.
+      if (this.#retries.size !== 0) this.#poke(owner)
     }, this.options.peerTimeout)
     try {
       pool.dispatch({
@@ -765,7 +808,7 @@ export abstract class Router extends Dispatcher {
     let ownerDone: Promise<void> | undefined
     for (const peer of this.#peers) {
       if (this.isSelf(peer)) continue
-      const done = this.#sendDelete(peer, url.href)
+      const done = this.#sendDelete(peer, url.href, true)
       if (peer === owner) ownerDone = done.then(() => {})
     }
     return ownerDone
@@ -773,9 +816,10 @@ export abstract class Router extends Dispatcher {
 
   /**
    * Sends a peer the DELETE that invalidates `key` there. Resolves true when the peer answered
-   * 2xx, false (counted in invalidationErrors) otherwise; never rejects.
+   * 2xx, false (counted in invalidationErrors) otherwise; never rejects. With `owe`, a failure
+   * is kept to be sent again, and a success sends what failed to reach that peer before.
    */
-  #sendDelete (peer: string, key: string): Promise<boolean> {
+  #sendDelete (peer: string, key: string, owe: boolean): Promise<boolean> {
     const { pool, basePath } = this.#pools.get(peer)
     return pool.request({
       path: `${basePath}${this.options.path}?q=${encodeURIComponent(key)}`,
@@ -787,9 +831,110 @@ export abstract class Router extends Dispatcher {
       await res.body.dump()
       return res.statusCode >= 200 && res.statusCode < 300
     }).catch(() => false).then((ok) => {
-      if (!ok) this.counters.add('invalidationErrors')
+      if (!ok) {
+        this.counters.add('invalidationErrors')
+        if (owe) this.#owe(peer, key)
+      } else if (owe && this.#retries.size !== 0) {
+        this.#poke(peer)
+      }
       return ok
     })
+  }
+
+  /**
+   * Keeps `key` for `peer`, whose DELETE failed (RFC 9111 section 4.4: it may still hold what
+   * the unsafe request made stale), to send again once it answers. A peer that has left the
+   * pool meanwhile gets it with what it misses while out, when it comes back.
+   */
+  #owe (peer: string, key: string): void {
+    if (this.#closed) return
+    if (!this.#peers.includes(peer)) {
+      if (this.#sent.active) this.#sent.add(key)
+      return
+    }
+    const gaps = this.#undelivered.add(peer, key)
+    if (gaps > 0) this.counters.add('invalidationGaps', gaps)
+    let retry = this.#retries.get(peer)
+    if (retry === undefined) {
+      retry = { timer: undefined, attempts: 0, delivering: false, quietUntil: 0 }
+      this.#retries.set(peer, retry)
+      this.#scheduleRetry(peer, retry)
+    }
+  }
+
+  /** The next timed delivery to `peer`, unless its attempts are spent or one is pending. */
+  #scheduleRetry (peer: string, retry: Retry): void {
+    if (retry.timer !== undefined || retry.attempts >= MAX_RETRIES || this.#closed) return
+    const wait = Math.min(this.options.ejectBackoff * 2 ** retry.attempts, MAX_RETRY_WAIT)
+    retry.attempts++
+    retry.timer = setTimeout(() => {
+      retry.timer = undefined
+      // An ejected peer is probed already: its readmission delivers.
+      if (!this.#health.ejected().has(peer)) void this.#deliver(peer)
+    }, wait)
+    // Like the health probes: never what keeps a process alive.
+    retry.timer.unref()
+  }
+
+  /** `peer` has just answered: delivers what it is owed, unless a failed delivery was too recent. */
+  #poke (peer: string): void {
+    const retry = this.#retries.get(peer)
+    if (retry !== undefined && performance.now() >= retry.quietUntil) void this.#deliver(peer)
+  }
+
+  #forgetRetry (peer: string): void {
+    const retry = this.#retries.get(peer)
+    if (retry === undefined) return
+    if (retry.timer !== undefined) clearTimeout(retry.timer)
+    this.#retries.delete(peer)
+    if (this.#held.delete(peer)) this.#rebuildRing()
+  }
+
+  /**
+   * Sends `peer` again the invalidations that failed to reach it, four at a time, as a replay
+   * does; one that fails again stays owed. Gives up after ejectAfter failures in a row and
+   * waits for the next sign of the peer, or the next timed attempt. A peer held off the ring
+   * for this joins it at the end.
+   */
+  async #deliver (peer: string): Promise<void> {
+    const retry = this.#retries.get(peer)
+    // A replay to it in progress delivers when it ends.
+    if (retry === undefined || retry.delivering || this.#closed || this.#replays.has(peer)) return
+    const owed = this.#undelivered.owed(peer)
+    if (owed.length === 0) return this.#forgetRetry(peer)
+    retry.delivering = true
+    if (retry.timer !== undefined) {
+      clearTimeout(retry.timer)
+      retry.timer = undefined
+    }
+    let next = 0
+    let failuresInARow = 0
+    const current = (): boolean => !this.#closed && this.#retries.get(peer) === retry
+    const worker = async (): Promise<void> => {
+      while (current() && failuresInARow < this.options.ejectAfter && next < owed.length) {
+        const [key, seq] = owed[next++] as [string, number]
+        this.counters.add('invalidationReplays')
+        if (await this.#sendDelete(peer, key, false)) {
+          failuresInARow = 0
+          this.#undelivered.delivered(peer, key, seq)
+        } else {
+          failuresInARow++
+          // It left the pool meanwhile: kept for its return instead.
+          if (!current()) this.#owe(peer, key)
+        }
+      }
+    }
+    const workers: Array<Promise<void>> = []
+    for (let i = 0; i < Math.min(REPLAY_CONCURRENCY, owed.length); i++) workers.push(worker())
+    await Promise.all(workers)
+    retry.delivering = false
+    if (!current()) return
+    if (this.#held.delete(peer)) this.#rebuildRing()
+    if (!this.#undelivered.has(peer)) return this.#forgetRetry(peer)
+    // Failed again (or failed anew meanwhile, while this ran): another timed attempt.
+    if (failuresInARow === 0) return void this.#deliver(peer)
+    retry.quietUntil = performance.now() + Math.min(this.options.ejectBackoff * 2 ** retry.attempts, MAX_RETRY_WAIT)
+    this.#scheduleRetry(peer, retry)
   }
 
   /** Registers a request served on handler() so close() waits for it too. */
@@ -836,6 +981,7 @@ export abstract class Router extends Dispatcher {
   async #close (): Promise<void> {
     this.#closed = true
     this.#health.close()
+    this.#stopRetries()
     if (this.#inFlight.size > 0) await new Promise<void>((resolve) => this.#idle.push(resolve))
     await this.#pools.close()
     if (this.#ownsOrigin) await this.originDispatcher.close().catch(() => {})
@@ -860,10 +1006,16 @@ export abstract class Router extends Dispatcher {
     this.#closed = true
     this.#destroyed = true
     this.#health.close()
+    this.#stopRetries()
     for (const ctl of this.#inFlight.toArray()) ctl.abort(err)
     await this.#pools.destroy(err)
     if (this.#ownsOrigin) await this.originDispatcher.destroy(err).catch(() => {})
     this.onDestroyed()
+  }
+
+  #stopRetries (): void {
+    for (const retry of this.#retries.values()) if (retry.timer !== undefined) clearTimeout(retry.timer)
+    this.#retries.clear()
   }
 
   /** Hook for subclasses to release what they hold. */

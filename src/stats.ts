@@ -24,11 +24,11 @@ export interface ClientStats {
   originFetches: number
   /** Non-GET/HEAD requests passed straight to origins. */
   passThrough: number
-  /** Invalidations (DELETEs) sent to peers that failed or got an answer other than 2xx. */
+  /** Invalidations (DELETEs) sent to peers that failed or got an answer other than 2xx, each attempt. */
   invalidationErrors: number
-  /** Invalidations sent again to peers that came back to the pool, for what they missed. */
+  /** Invalidations sent again: to peers that came back to the pool, or that a DELETE failed to reach. */
   invalidationReplays: number
-  /** Peers that came back to the pool after more invalidations than the log keeps. */
+  /** Times invalidations owed to a peer were forgotten to stay within `invalidationLogSize`. */
   invalidationGaps: number
 }
 
@@ -65,19 +65,24 @@ export interface PeerStats {
   passThrough: number
   /**
    * Invalidations (DELETEs) sent to other peers that failed or got an answer other than 2xx,
-   * those sent again to a peer that came back included. That peer may still serve what the
-   * invalidation should have removed, until it goes stale.
+   * each attempt (those sent again included). What failed is kept and sent again when that
+   * peer next answers (see `invalidationReplays`); until then it may serve what the
+   * invalidation should have removed.
    */
   invalidationErrors: number
   /**
-   * Invalidations sent again to a peer that came back to the pool (re-added by `setPeers()`
-   * or DNS discovery), for URLs invalidated while it was out of this peer's pool.
+   * Invalidations sent again: to a peer that came back to the pool (re-added by `setPeers()`
+   * or DNS discovery), for URLs invalidated while it was out of this peer's pool; and to a peer
+   * in the pool whose DELETE failed, once it is seen to answer (readmitted after ejection, a
+   * forward or a later DELETE to it succeeds, or a timed retry).
    */
   invalidationReplays: number
   /**
-   * Peers that came back to the pool after more invalidations than the log keeps
-   * (`invalidationLogSize`): what was forgotten was not sent again, and that peer may serve
-   * what those invalidations should have removed, until it goes stale.
+   * Times invalidations owed to a peer were forgotten to stay within `invalidationLogSize`:
+   * a peer that came back to the pool after more invalidations than the log keeps (once per
+   * return), or a peer whose failed DELETEs were dropped from the set kept to send again (once
+   * until it owes nothing again). That peer may serve what the forgotten invalidations should
+   * have removed, until it goes stale.
    */
   invalidationGaps: number
   /** Bytes held in the cache now (bodies, headers and bookkeeping). */
