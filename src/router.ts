@@ -9,7 +9,7 @@ import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { Fanout } from './dispatch/fanout.js'
 import { InFlight } from './dispatch/in-flight.js'
-import { InvalidationLog, Undelivered, type Missed } from './invalidation-log.js'
+import { InvalidationDelivery } from './invalidation-delivery.js'
 import { ClientClosedError, ClientDestroyedError, InvalidArgumentError } from './errors.js'
 import { ERROR_HEADER, ForwardHandler, PassThroughHandler } from './forward.js'
 import { loadedHash, loadedRawHash, loadHash, type RawHashFunction } from './hash.js'
@@ -88,47 +88,6 @@ const MAX_REMEMBERED_URL = 2048
 // What a Proxy made by Router.compose() answers with the instance it stands for.
 const COMPOSED_TARGET = Symbol('forwardcache.composedTarget')
 
-// Characters of URL the invalidation log keeps per entry on average: ordinary URLs are far
-// shorter, and a caller that POSTs to URLs of a megabyte must not make it hold gigabytes.
-const LOG_CHARS_PER_KEY = 512
-// Peers whose leaving is remembered, for the invalidations they miss. A pool changes by a few
-// peers at a time; past this many departures, the ones that left first are most likely gone
-// for good (a replaced pod's address), and one that does come back is taken for a new peer.
-const MAX_DEPARTED = 1024
-// Invalidations in flight at once to one peer that came back: enough to send thousands in a
-// second or two, few enough to leave that peer's handler to its callers.
-const REPLAY_CONCURRENCY = 4
-// Timed attempts to deliver a peer's failed invalidations, when nothing else shows it is back
-// (no forward to it succeeds, no later DELETE, it is not ejected and readmitted). The waits
-// double from ejectBackoff up to MAX_RETRY_WAIT: 1 + 2 + 4 + 8 + 16 s at the default.
-const MAX_RETRIES = 5
-const MAX_RETRY_WAIT = 30_000
-
-/** Delivery of the invalidations that failed to reach one peer in the pool. */
-interface Retry {
-  timer: NodeJS.Timeout | undefined
-  /** Timed attempts made so far. */
-  attempts: number
-  delivering: boolean
-  /**
-   * After a delivery that failed, when a forward or a DELETE that succeeds may start the next
-   * (performance.now() ms): a peer that answers GETs but refuses every DELETE (a secret it
-   * does not share) must not get a burst of them after each forward.
-   */
-  quietUntil: number
-}
-
-/** The invalidations a peer back in the pool is being sent; it stays off the ring meanwhile. */
-interface Replay {
-  readonly keys: readonly string[]
-  /** Index of the next key to send. */
-  next: number
-  /** Keys sent and not yet answered. */
-  readonly inFlight: Set<string>
-  /** Set when the peer leaves the pool again before the replay ends. */
-  cancelled: boolean
-}
-
 /**
  * What Peer and Client share: a Dispatcher that routes each GET/HEAD to the URL's owner on a
  * consistent-hash ring and sends everything else to the origin. Subclasses decide what
@@ -145,17 +104,8 @@ export abstract class Router extends Dispatcher {
   protected readonly originAllowed: (url: URL) => boolean
   readonly #pools: PeerPools
   readonly #health: PeerHealth
-  // URLs invalidated while some peer was out of the pool, for when it comes back.
-  readonly #sent: InvalidationLog
-  // Peers back in the pool that are being sent what they missed, kept off the ring meanwhile.
-  readonly #replays = new Map<string, Replay>()
-  // URLs whose DELETE failed to reach a peer in the pool, to be sent again once it answers.
-  readonly #undelivered: Undelivered
-  // Peers owed something there (or just delivered to); empty while every DELETE succeeds.
-  readonly #retries = new Map<string, Retry>()
-  // Peers readmitted after ejection that are being sent what failed to reach them meanwhile,
-  // kept off the ring as a peer back in the pool is.
-  readonly #held = new Set<string>()
+  // Pool-wide DELETEs, and their delivery to peers that missed them or failed to get them.
+  readonly #delivery: InvalidationDelivery
   #peers: string[]
   #ring: Ring | undefined
   #hash: HashFunction | undefined
@@ -188,12 +138,22 @@ export abstract class Router extends Dispatcher {
     this.signer = options.secrets.length > 0 ? new Signer(options.secrets, options.authWindow, Date.now) : undefined
     const allowlist = options.origins === undefined ? undefined : originMatcher(options.origins)
     this.originAllowed = allowlist ?? (() => true)
-    this.#sent = new InvalidationLog(options.invalidationLogSize, options.invalidationLogSize * LOG_CHARS_PER_KEY, MAX_DEPARTED)
-    this.#undelivered = new Undelivered(options.invalidationLogSize, options.invalidationLogSize * LOG_CHARS_PER_KEY)
     this.#pools = new PeerPools({
       connectTimeout: options.peerConnectTimeout,
       headersTimeout: options.peerTimeout,
       bodyTimeout: options.bodyTimeout
+    })
+    this.#delivery = new InvalidationDelivery({
+      send: (peer, key) => this.#sendDelete(peer, key),
+      counters: this.counters,
+      ejectAfter: options.ejectAfter,
+      ejectBackoff: options.ejectBackoff,
+      invalidationLogSize: options.invalidationLogSize,
+      isSelf: (peer) => this.isSelf(peer),
+      peers: () => this.#peers,
+      isEjected: (peer) => this.#health.ejected().has(peer),
+      onHeldChanged: () => this.#rebuildRing(),
+      self: () => this.selfUrl
     })
     this.#health = new PeerHealth({
       ejectAfter: options.ejectAfter,
@@ -201,11 +161,7 @@ export abstract class Router extends Dispatcher {
       maxBackoff: 30_000,
       probe: (peer) => this.#probe(peer),
       onChange: () => this.#rebuildRing(),
-      onReadmitted: (peer) => {
-        if (!this.#undelivered.has(peer)) return
-        this.#held.add(peer)
-        void this.#deliver(peer)
-      }
+      onReadmitted: (peer) => this.#delivery.readmitted(peer)
     })
     this.#hash = options.hash ?? loadedHash()
     if (options.hash === undefined) this.#rawHash = loadedRawHash()
@@ -229,9 +185,8 @@ export abstract class Router extends Dispatcher {
   #rebuildRing (): void {
     if (this.#hash === undefined) return
     const ejected = this.#health.ejected()
-    const replays = this.#replays
-    const held = this.#held
-    const members = ejected.size === 0 && replays.size === 0 && held.size === 0 ? this.#peers : this.#peers.filter((p) => this.isSelf(p) || (!ejected.has(p) && !replays.has(p) && !held.has(p)))
+    const delivery = this.#delivery
+    const members = ejected.size === 0 && !delivery.holding ? this.#peers : this.#peers.filter((p) => this.isSelf(p) || (!ejected.has(p) && !delivery.holds(p)))
     this.#ring = new Ring(members, this.options.vnodes, this.#hash)
   }
 
@@ -275,87 +230,13 @@ export abstract class Router extends Dispatcher {
   setPeers (peers: readonly string[]): void {
     const list = resolvePeerList(peers, 'peers', this.options.vnodes)
     this.onPeersChanged(list)
-    const before = new Set(this.#peers)
     const keep = new Set(list)
-    for (const peer of before) if (!keep.has(peer) && !this.isSelf(peer)) this.#left(peer)
-    const back: Array<[string, Missed, Replay | undefined]> = []
-    for (const peer of list) {
-      if (before.has(peer) || this.isSelf(peer)) continue
-      const missed = this.#sent.rejoined(peer)
-      if (missed === undefined) continue
-      const replay = missed.keys.length === 0 ? undefined : { keys: missed.keys, next: 0, inFlight: new Set<string>(), cancelled: false }
-      if (replay !== undefined) this.#replays.set(peer, replay)
-      back.push([peer, missed, replay])
-    }
+    const startReplays = this.#delivery.poolChanging(new Set(this.#peers), keep)
     this.#peers = list
     this.#health.retain(keep)
     this.#rebuildRing()
     this.#pools.retain(keep)
-    for (const [peer, missed, replay] of back) void this.#replay(peer, missed, replay)
-  }
-
-  /** A peer has left the pool: what is invalidated from now on, it gets when it comes back. */
-  #left (peer: string): void {
-    this.#sent.left(peer)
-    // What failed to reach it while it was in the pool is sent with the rest when it is back.
-    this.#forgetRetry(peer)
-    for (const key of this.#undelivered.take(peer)) this.#sent.add(key)
-    const replay = this.#replays.get(peer)
-    if (replay === undefined) return
-    replay.cancelled = true
-    this.#replays.delete(peer)
-    // What it has not been seen to receive is logged again, after its leaving.
-    for (const key of replay.inFlight) this.#sent.add(key)
-    for (let i = replay.next; i < replay.keys.length; i++) this.#sent.add(replay.keys[i] as string)
-  }
-
-  /**
-   * Sends a peer back in the pool the invalidations it missed (RFC 9111 section 4.4: it may
-   * hold responses they made stale, as owner or as hot copies), then lets it onto the ring.
-   * A DELETE of an entry refilled since only costs a refill. Gives up after ejectAfter
-   * failures in a row: a peer that is down would hold each one for peerTimeout.
-   */
-  async #replay (peer: string, missed: Missed, replay: Replay | undefined): Promise<void> {
-    if (!missed.complete) this.counters.add('invalidationGaps')
-    let sent = 0
-    let failed = 0
-    if (replay !== undefined) {
-      let failuresInARow = 0
-      const worker = async (): Promise<void> => {
-        while (!replay.cancelled && !this.#closed && failuresInARow < this.options.ejectAfter && replay.next < replay.keys.length) {
-          const key = replay.keys[replay.next++] as string
-          replay.inFlight.add(key)
-          this.counters.add('invalidationReplays')
-          const ok = await this.#sendDelete(peer, key, true)
-          replay.inFlight.delete(key)
-          if (ok) {
-            sent++
-            failuresInARow = 0
-          } else {
-            failed++
-            failuresInARow++
-          }
-        }
-      }
-      const workers: Array<Promise<void>> = []
-      for (let i = 0; i < Math.min(REPLAY_CONCURRENCY, replay.keys.length); i++) workers.push(worker())
-      await Promise.all(workers)
-      // Left again meanwhile: what it did not get is logged again for its next return.
-      if (replay.cancelled) return
-      const abandoned = replay.keys.length - replay.next
-      if (abandoned > 0 && !this.#closed) {
-        failed += abandoned
-        this.counters.add('invalidationErrors', abandoned)
-        // Not forgotten: they are sent again once it answers, as any DELETE that failed.
-        for (let i = replay.next; i < replay.keys.length; i++) this.#owe(peer, replay.keys[i] as string)
-      }
-      this.#replays.delete(peer)
-      this.#rebuildRing()
-      // What failed during the replay: at once if the peer was answering at the end, else
-      // when it is next seen to answer (or its retry timer).
-      if (failuresInARow === 0 || this.#held.has(peer)) void this.#deliver(peer)
-    }
-    if (channels.replay.hasSubscribers) channels.replay.publish({ self: this.selfUrl, peer, sent, failed, complete: missed.complete })
+    startReplays()
   }
 
   /** Hook for subclasses to check a new pool before it is used. */
@@ -688,7 +569,7 @@ export abstract class Router extends Dispatcher {
       this.counters.latency.peer.observe((performance.now() - started) / 1000)
       this.#health.success(owner)
       // The owner answers: what failed to reach it earlier can be sent now.
-      if (this.#retries.size !== 0) this.#poke(owner)
+      if (this.#delivery.owing) this.#delivery.answered(owner)
     }, this.options.peerTimeout)
     try {
       pool.dispatch({
@@ -802,24 +683,11 @@ export abstract class Router extends Dispatcher {
   protected invalidate (url: URL): Promise<void> | undefined {
     this.hot?.invalidate(url)
     this.invalidateOwned(url)
-    // A peer out of the pool now does not get this DELETE: it is sent when it comes back.
-    if (this.#sent.active) this.#sent.add(url.href)
-    const owner = this.#ring?.get(url.href)
-    let ownerDone: Promise<void> | undefined
-    for (const peer of this.#peers) {
-      if (this.isSelf(peer)) continue
-      const done = this.#sendDelete(peer, url.href, true)
-      if (peer === owner) ownerDone = done.then(() => {})
-    }
-    return ownerDone
+    return this.#delivery.invalidate(url.href, this.#ring?.get(url.href))
   }
 
-  /**
-   * Sends a peer the DELETE that invalidates `key` there. Resolves true when the peer answered
-   * 2xx, false (counted in invalidationErrors) otherwise; never rejects. With `owe`, a failure
-   * is kept to be sent again, and a success sends what failed to reach that peer before.
-   */
-  #sendDelete (peer: string, key: string, owe: boolean): Promise<boolean> {
+  /** Sends a peer the signed DELETE that invalidates `key` there: true when it answered 2xx; never rejects. */
+  #sendDelete (peer: string, key: string): Promise<boolean> {
     const { pool, basePath } = this.#pools.get(peer)
     return pool.request({
       path: `${basePath}${this.options.path}?q=${encodeURIComponent(key)}`,
@@ -830,111 +698,7 @@ export abstract class Router extends Dispatcher {
     }).then(async (res) => {
       await res.body.dump()
       return res.statusCode >= 200 && res.statusCode < 300
-    }).catch(() => false).then((ok) => {
-      if (!ok) {
-        this.counters.add('invalidationErrors')
-        if (owe) this.#owe(peer, key)
-      } else if (owe && this.#retries.size !== 0) {
-        this.#poke(peer)
-      }
-      return ok
-    })
-  }
-
-  /**
-   * Keeps `key` for `peer`, whose DELETE failed (RFC 9111 section 4.4: it may still hold what
-   * the unsafe request made stale), to send again once it answers. A peer that has left the
-   * pool meanwhile gets it with what it misses while out, when it comes back.
-   */
-  #owe (peer: string, key: string): void {
-    if (this.#closed) return
-    if (!this.#peers.includes(peer)) {
-      if (this.#sent.active) this.#sent.add(key)
-      return
-    }
-    const gaps = this.#undelivered.add(peer, key)
-    if (gaps > 0) this.counters.add('invalidationGaps', gaps)
-    let retry = this.#retries.get(peer)
-    if (retry === undefined) {
-      retry = { timer: undefined, attempts: 0, delivering: false, quietUntil: 0 }
-      this.#retries.set(peer, retry)
-      this.#scheduleRetry(peer, retry)
-    }
-  }
-
-  /** The next timed delivery to `peer`, unless its attempts are spent or one is pending. */
-  #scheduleRetry (peer: string, retry: Retry): void {
-    if (retry.timer !== undefined || retry.attempts >= MAX_RETRIES || this.#closed) return
-    const wait = Math.min(this.options.ejectBackoff * 2 ** retry.attempts, MAX_RETRY_WAIT)
-    retry.attempts++
-    retry.timer = setTimeout(() => {
-      retry.timer = undefined
-      // An ejected peer is probed already: its readmission delivers.
-      if (!this.#health.ejected().has(peer)) void this.#deliver(peer)
-    }, wait)
-    // Like the health probes: never what keeps a process alive.
-    retry.timer.unref()
-  }
-
-  /** `peer` has just answered: delivers what it is owed, unless a failed delivery was too recent. */
-  #poke (peer: string): void {
-    const retry = this.#retries.get(peer)
-    if (retry !== undefined && performance.now() >= retry.quietUntil) void this.#deliver(peer)
-  }
-
-  #forgetRetry (peer: string): void {
-    const retry = this.#retries.get(peer)
-    if (retry === undefined) return
-    if (retry.timer !== undefined) clearTimeout(retry.timer)
-    this.#retries.delete(peer)
-    if (this.#held.delete(peer)) this.#rebuildRing()
-  }
-
-  /**
-   * Sends `peer` again the invalidations that failed to reach it, four at a time, as a replay
-   * does; one that fails again stays owed. Gives up after ejectAfter failures in a row and
-   * waits for the next sign of the peer, or the next timed attempt. A peer held off the ring
-   * for this joins it at the end.
-   */
-  async #deliver (peer: string): Promise<void> {
-    const retry = this.#retries.get(peer)
-    // A replay to it in progress delivers when it ends.
-    if (retry === undefined || retry.delivering || this.#closed || this.#replays.has(peer)) return
-    const owed = this.#undelivered.owed(peer)
-    if (owed.length === 0) return this.#forgetRetry(peer)
-    retry.delivering = true
-    if (retry.timer !== undefined) {
-      clearTimeout(retry.timer)
-      retry.timer = undefined
-    }
-    let next = 0
-    let failuresInARow = 0
-    const current = (): boolean => !this.#closed && this.#retries.get(peer) === retry
-    const worker = async (): Promise<void> => {
-      while (current() && failuresInARow < this.options.ejectAfter && next < owed.length) {
-        const [key, seq] = owed[next++] as [string, number]
-        this.counters.add('invalidationReplays')
-        if (await this.#sendDelete(peer, key, false)) {
-          failuresInARow = 0
-          this.#undelivered.delivered(peer, key, seq)
-        } else {
-          failuresInARow++
-          // It left the pool meanwhile: kept for its return instead.
-          if (!current()) this.#owe(peer, key)
-        }
-      }
-    }
-    const workers: Array<Promise<void>> = []
-    for (let i = 0; i < Math.min(REPLAY_CONCURRENCY, owed.length); i++) workers.push(worker())
-    await Promise.all(workers)
-    retry.delivering = false
-    if (!current()) return
-    if (this.#held.delete(peer)) this.#rebuildRing()
-    if (!this.#undelivered.has(peer)) return this.#forgetRetry(peer)
-    // Failed again (or failed anew meanwhile, while this ran): another timed attempt.
-    if (failuresInARow === 0) return void this.#deliver(peer)
-    retry.quietUntil = performance.now() + Math.min(this.options.ejectBackoff * 2 ** retry.attempts, MAX_RETRY_WAIT)
-    this.#scheduleRetry(peer, retry)
+    }).catch(() => false)
   }
 
   /** Registers a request served on handler() so close() waits for it too. */
@@ -981,7 +745,7 @@ export abstract class Router extends Dispatcher {
   async #close (): Promise<void> {
     this.#closed = true
     this.#health.close()
-    this.#stopRetries()
+    this.#delivery.close()
     if (this.#inFlight.size > 0) await new Promise<void>((resolve) => this.#idle.push(resolve))
     await this.#pools.close()
     if (this.#ownsOrigin) await this.originDispatcher.close().catch(() => {})
@@ -1006,16 +770,11 @@ export abstract class Router extends Dispatcher {
     this.#closed = true
     this.#destroyed = true
     this.#health.close()
-    this.#stopRetries()
+    this.#delivery.close()
     for (const ctl of this.#inFlight.toArray()) ctl.abort(err)
     await this.#pools.destroy(err)
     if (this.#ownsOrigin) await this.originDispatcher.destroy(err).catch(() => {})
     this.onDestroyed()
-  }
-
-  #stopRetries (): void {
-    for (const retry of this.#retries.values()) if (retry.timer !== undefined) clearTimeout(retry.timer)
-    this.#retries.clear()
   }
 
   /** Hook for subclasses to release what they hold. */
