@@ -3,55 +3,15 @@ import diagnosticsChannel from 'node:diagnostics_channel'
 import type dns from 'node:dns'
 import type http from 'node:http'
 import { test } from 'node:test'
-import { request, type Dispatcher } from 'undici'
 import { Client, DnsDiscovery, Peer, type DnsResolver } from '../src/index.js'
 import { InvalidationLog } from '../src/invalidation-log.js'
 import { startOrigin } from './helpers/origin.js'
+import { pathOf, send, versionedPaths } from './helpers/versioned.js'
 import { deferred, ownedBy, startLocalPeers } from './helpers/peers.js'
 
 // A successful unsafe request invalidates its URL on every peer of the pool. A peer that was
 // out of the asking peer's pool at that moment (one DNS answer without it, a setPeers() that
 // dropped it and put it back) never got that DELETE, and once back it served what it held.
-
-interface Got { status: number, headers: Record<string, string | string[] | undefined>, body: string }
-
-async function send (dispatcher: Dispatcher, url: string, method: Dispatcher.HttpMethod = 'GET'): Promise<Got> {
-  const res = await request(url, { dispatcher, method })
-  return { status: res.statusCode, headers: res.headers, body: await res.body.text() }
-}
-
-/**
- * An origin handler whose GETs answer the path's current version; a POST makes the next, and
- * with `related` (POST path -> other path) also the other's, named in Content-Location.
- */
-function versionedPaths (related = new Map<string, string>()): { route: (req: http.IncomingMessage, res: http.ServerResponse) => void, gets: (path: string) => number } {
-  const versions = new Map<string, number>()
-  const gets = new Map<string, number>()
-  const bump = (path: string): void => { versions.set(path, (versions.get(path) ?? 1) + 1) }
-  return {
-    gets: (path) => gets.get(path) ?? 0,
-    route: (req, res) => {
-      const path = req.url ?? '/'
-      if (req.method === 'POST') {
-        bump(path)
-        const other = related.get(path)
-        if (other !== undefined) bump(other)
-        res.writeHead(204, other === undefined ? {} : { 'content-location': other })
-        res.end()
-        return
-      }
-      gets.set(path, (gets.get(path) ?? 0) + 1)
-      const body = `${path} v${versions.get(path) ?? 1}`
-      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=300', 'content-length': Buffer.byteLength(body) })
-      res.end(body)
-    }
-  }
-}
-
-function pathOf (url: string): string {
-  const u = new URL(url)
-  return u.pathname + u.search
-}
 
 interface ReplayMessage { self: string, peer: string, sent: number, failed: number, complete: boolean }
 

@@ -2,43 +2,15 @@ import assert from 'node:assert/strict'
 import type http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { test } from 'node:test'
-import { request, type Dispatcher } from 'undici'
 import { Client, type Peer } from '../src/index.js'
 import { Undelivered } from '../src/invalidation-log.js'
 import { startOrigin } from './helpers/origin.js'
+import { pathOf, send, versionedPaths } from './helpers/versioned.js'
 import { listen, ownedBy, startLocalPeers, stopServer, waitFor } from './helpers/peers.js'
 
 // A successful unsafe request invalidates its URL on every peer of the pool. A DELETE that
 // failed to reach a peer in the pool (its server briefly down, a reset, a 5xx) was counted in
 // invalidationErrors and forgotten: that peer served the invalidated entry until it went stale.
-
-interface Got { status: number, body: string }
-
-async function send (dispatcher: Dispatcher, url: string, method: Dispatcher.HttpMethod = 'GET'): Promise<Got> {
-  const res = await request(url, { dispatcher, method })
-  return { status: res.statusCode, body: await res.body.text() }
-}
-
-/** An origin whose GETs answer the path's current version (fresh for 300 s); a POST makes the next. */
-function versionedPaths (): (req: http.IncomingMessage, res: http.ServerResponse) => void {
-  const versions = new Map<string, number>()
-  return (req, res) => {
-    const path = req.url ?? '/'
-    if (req.method === 'POST') {
-      versions.set(path, (versions.get(path) ?? 1) + 1)
-      res.writeHead(204).end()
-      return
-    }
-    const body = `${path} v${versions.get(path) ?? 1}`
-    res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=300', 'content-length': Buffer.byteLength(body) })
-    res.end(body)
-  }
-}
-
-function pathOf (url: string): string {
-  const u = new URL(url)
-  return u.pathname + u.search
-}
 
 /**
  * Puts a gate in front of the peer mounted on `server`: the first `refuse` DELETEs it gets
@@ -66,7 +38,7 @@ function refuseDeletes (server: http.Server, refuse: number): { refused: () => n
 }
 
 test('a DELETE that failed to reach the owner is sent again once a forward to it succeeds', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths())
+  const server = await startOrigin(versionedPaths().route)
   // A long ejectBackoff: no timed retry before the forward shows B answering.
   const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 60_000 })
   const [a, b] = cluster.peers as [Peer, Peer]
@@ -94,7 +66,7 @@ test('a DELETE that failed to reach the owner is sent again once a forward to it
 })
 
 test('an owner that was down and ejected is sent the DELETEs it missed when a probe readmits it, before it takes its keys back', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths())
+  const server = await startOrigin(versionedPaths().route)
   const cluster = await startLocalPeers(2, { hotSize: 0, ejectAfter: 1, ejectBackoff: 50 })
   const [a, b] = cluster.peers as [Peer, Peer]
   let restarted: http.Server | undefined
@@ -126,7 +98,7 @@ test('an owner that was down and ejected is sent the DELETEs it missed when a pr
 })
 
 test('a Client: a DELETE that failed is sent again with the next one that succeeds', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths())
+  const server = await startOrigin(versionedPaths().route)
   const cluster = await startLocalPeers(2, { hotSize: 0 })
   const [a, b] = cluster.peers as [Peer, Peer]
   const client = new Client({ peers: [a.self, b.self], ejectBackoff: 60_000 })
@@ -151,7 +123,7 @@ test('a Client: a DELETE that failed is sent again with the next one that succee
 })
 
 test('with no other traffic to the peer, a timed retry delivers; the attempts are bounded, and a later forward still delivers', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths())
+  const server = await startOrigin(versionedPaths().route)
   const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 10 })
   const [a, b] = cluster.peers as [Peer, Peer]
   try {
@@ -182,7 +154,7 @@ test('with no other traffic to the peer, a timed retry delivers; the attempts ar
 
 for (const how of ['close', 'destroy'] as const) {
   test(`${how}() stops the timed retries`, { timeout: 20_000 }, async () => {
-    const server = await startOrigin(versionedPaths())
+    const server = await startOrigin(versionedPaths().route)
     const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 20 })
     const [a, b] = cluster.peers as [Peer, Peer]
     try {
@@ -201,7 +173,7 @@ for (const how of ['close', 'destroy'] as const) {
 }
 
 test('undelivered invalidations are bounded by invalidationLogSize; what is dropped is a gap', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths())
+  const server = await startOrigin(versionedPaths().route)
   const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 60_000, invalidationLogSize: 2 })
   const [a, b] = cluster.peers as [Peer, Peer]
   try {
@@ -256,7 +228,7 @@ test('the undelivered set: one budget for all peers, oldest dropped first, a new
 })
 
 test('a peer that leaves while owed a DELETE gets it once, with what it missed, when it comes back', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths())
+  const server = await startOrigin(versionedPaths().route)
   const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 60_000 })
   const [a, b] = cluster.peers as [Peer, Peer]
   try {
@@ -281,7 +253,7 @@ test('a peer that leaves while owed a DELETE gets it once, with what it missed, 
 })
 
 test('a peer that answers GETs but refuses every DELETE is not sent a burst after each forward', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths())
+  const server = await startOrigin(versionedPaths().route)
   const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 60_000 })
   const [a, b] = cluster.peers as [Peer, Peer]
   try {
