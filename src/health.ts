@@ -42,6 +42,11 @@ export class PeerHealth {
     return out
   }
 
+  /** True while `peer` is out of routing (and probed). */
+  isEjected (peer: string): boolean {
+    return this.#state.get(peer)?.ejected === true
+  }
+
   success (peer: string): void {
     const s = this.#state.get(peer)
     if (s !== undefined && !s.ejected) this.#state.delete(peer)

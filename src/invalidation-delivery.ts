@@ -148,6 +148,14 @@ export class InvalidationDelivery {
     let ownerDone: Promise<void> | undefined
     for (const peer of this.#o.peers()) {
       if (this.#o.isSelf(peer)) continue
+      // An ejected peer is failing already, and probed. A DELETE to it would wait out
+      // peerTimeout on a connection of its own: one socket per invalidation, thousands at a
+      // high rate of unsafe requests to a peer that accepts and never answers. It is owed
+      // the DELETE instead, and gets it when a probe readmits it (readmitted()).
+      if (this.#o.isEjected(peer)) {
+        this.#owe(peer, key)
+        continue
+      }
       const done = this.#sendDelete(peer, key, true)
       if (peer === owner) ownerDone = done.then(() => {})
     }

@@ -151,7 +151,7 @@ export abstract class Router extends Dispatcher {
       invalidationLogSize: options.invalidationLogSize,
       isSelf: (peer) => this.isSelf(peer),
       peers: () => this.#peers,
-      isEjected: (peer) => this.#health.ejected().has(peer),
+      isEjected: (peer) => this.#health.isEjected(peer),
       onHeldChanged: () => this.#rebuildRing(),
       self: () => this.selfUrl
     })

@@ -6,7 +6,7 @@ import { Client, type Peer } from '../src/index.js'
 import { Undelivered } from '../src/invalidation-log.js'
 import { startOrigin } from './helpers/origin.js'
 import { pathOf, send, versionedPaths } from './helpers/versioned.js'
-import { listen, ownedBy, startLocalPeers, stopServer, waitFor } from './helpers/peers.js'
+import { listen, ownedBy, startBlackhole, startLocalPeers, stopServer, waitFor } from './helpers/peers.js'
 
 // A successful unsafe request invalidates its URL on every peer of the pool. A DELETE that
 // failed to reach a peer in the pool (its server briefly down, a reset, a 5xx) was counted in
@@ -75,13 +75,13 @@ test('an owner that was down and ejected is sent the DELETEs it missed when a pr
     assert.equal((await send(a, url)).body, `${pathOf(url)} v1`)
     const port = (cluster.servers[1]?.address() as AddressInfo).port
 
-    // B's server goes down: the forward fails (B is ejected), and so does the POST's DELETE.
+    // B's server goes down: the forward fails and B is ejected. The POST's DELETE is not sent
+    // to an ejected peer: it is owed to B at once.
     await stopServer(cluster.servers[1] as http.Server)
     assert.equal((await send(a, other)).status, 200, 'from the origin')
     assert.deepEqual(a.ejectedPeers, [b.self])
     assert.equal((await send(a, url, 'POST')).status, 204)
-    // A owns the URL meanwhile: the POST does not wait for B's answer.
-    await waitFor(() => a.stats().invalidationErrors === 1, 3000, 'the DELETE to B to fail')
+    assert.equal(a.stats().invalidationErrors, 0)
 
     // The same peer, on the same port again, with its cache as it was.
     restarted = (await listen(b.handler(), port)).server
@@ -269,6 +269,30 @@ test('a peer that answers GETs but refuses every DELETE is not sent a burst afte
     assert.equal(gate.refused(), 2, 'the next waits for ejectBackoff')
   } finally {
     await cluster.close()
+    await server.close()
+  }
+})
+
+test('an ejected peer is owed its DELETEs instead of being sent them: no connection per invalidation to a peer that never answers', { timeout: 20_000 }, async () => {
+  const server = await startOrigin(versionedPaths().route)
+  const hung = await startBlackhole()
+  // A long ejectBackoff: no probe while the test runs.
+  const cluster = await startLocalPeers(1, { hotSize: 0, ejectAfter: 1, peerTimeout: 300, ejectBackoff: 60_000 }, [hung.url])
+  const a = cluster.peers[0] as Peer
+  try {
+    const [owned] = ownedBy(a, hung.url, (i) => `${server.url}/doc/${i}`)
+    assert.equal((await send(a, owned as string)).status, 200, 'from the origin, around the hung owner')
+    assert.deepEqual(a.ejectedPeers, [hung.url])
+    const accepted = hung.accepted()
+    for (let i = 0; i < 5; i++) assert.equal((await send(a, `${server.url}/posted/${i}`, 'POST')).status, 204)
+    // Nothing to wait for when it is right: long enough for five connections to be accepted,
+    // and for their DELETEs to time out (peerTimeout), when it is not.
+    await new Promise((resolve) => setTimeout(resolve, 600))
+    assert.equal(hung.accepted(), accepted, 'connections opened to the ejected peer')
+    assert.equal(a.stats().invalidationErrors, 0)
+  } finally {
+    await cluster.close()
+    await hung.close()
     await server.close()
   }
 })
