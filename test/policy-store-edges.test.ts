@@ -1,33 +1,17 @@
 import assert from 'node:assert/strict'
-import { after, before, test } from 'node:test'
+import { test } from 'node:test'
 import { request } from 'undici'
 import { Peer } from '../src/index.js'
-import { startOrigin, type CountingOrigin } from './helpers/origin.js'
+import { clockedPeer } from './helpers/clocked-peer.js'
 
 // Edges of the cache's decisions and storage: which stored response may answer what, and
 // what a served response may say. Each with a real origin and an injected clock.
-let clock = Date.parse('2030-01-01T00:00:00Z')
-let origin: CountingOrigin
-let peer: Peer
-
-before(async () => {
-  origin = await startOrigin(undefined, () => clock)
-  peer = new Peer({ self: 'http://127.0.0.1:1', now: () => clock })
-  await peer.ready
-})
-after(async () => {
-  await peer.close()
-  await origin.close()
-})
-
-async function get (path: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') {
-  const res = await request(origin.url + path, { method, headers, dispatcher: peer })
-  return { status: res.statusCode, headers: res.headers, body: await res.body.text() }
-}
+const fx = clockedPeer(Date.parse('2030-01-01T00:00:00Z'))
+const { get } = fx
 
 test('a HEAD 200 does not refresh a stored 404: the GET after it goes to the origin (RFC 9111 section 4.3.5)', async () => {
   let exists = false
-  origin.route('/head-over-404', (req, res) => {
+  fx.origin.route('/head-over-404', (req, res) => {
     if (!exists) {
       res.writeHead(404, { 'cache-control': 'max-age=10', 'content-length': 9 })
       res.end('not found')
@@ -38,19 +22,19 @@ test('a HEAD 200 does not refresh a stored 404: the GET after it goes to the ori
     res.end(req.method === 'HEAD' ? undefined : 'hello')
   })
   assert.equal((await get('/head-over-404')).status, 404)
-  clock += 20_000
+  fx.now += 20_000
   exists = true
   const head = await get('/head-over-404', {}, 'HEAD')
   assert.equal(head.status, 200)
-  assert.equal(origin.count('/head-over-404'), 2)
+  assert.equal(fx.origin.count('/head-over-404'), 2)
   const after = await get('/head-over-404')
   assert.equal(after.status, 200, 'the stored 404 was not freshened by a HEAD that describes a 200')
   assert.equal(after.body, 'hello')
-  assert.equal(origin.count('/head-over-404'), 3)
+  assert.equal(fx.origin.count('/head-over-404'), 3)
 })
 
 test('a caller\'s conditional request is not answered 304 from a stored 404 (RFC 9110 section 13.2.1)', async () => {
-  origin.route('/cond-404', (_req, res) => {
+  fx.origin.route('/cond-404', (_req, res) => {
     res.writeHead(404, { 'cache-control': 'max-age=600', etag: '"gone"', 'content-length': 9 })
     res.end('not found')
   })
@@ -60,22 +44,22 @@ test('a caller\'s conditional request is not answered 304 from a stored 404 (RFC
   assert.equal(inm.status, 404)
   assert.equal(inm.body, 'not found')
   assert.equal((await get('/cond-404', { 'if-none-match': '"gone"' })).status, 404)
-  clock += 1000
-  assert.equal((await get('/cond-404', { 'if-modified-since': new Date(clock).toUTCString() })).status, 404)
-  assert.equal(origin.count('/cond-404'), 1, 'all but the first from the store')
+  fx.now += 1000
+  assert.equal((await get('/cond-404', { 'if-modified-since': new Date(fx.now).toUTCString() })).status, 404)
+  assert.equal(fx.origin.count('/cond-404'), 1, 'all but the first from the store')
   // A stored 200 still answers 304.
-  origin.route('/cond-200', (_req, res) => {
+  fx.origin.route('/cond-200', (_req, res) => {
     res.writeHead(200, { 'cache-control': 'max-age=600', etag: '"here"', 'content-length': 4 })
     res.end('here')
   })
   assert.equal((await get('/cond-200')).status, 200)
   assert.equal((await get('/cond-200', { 'if-none-match': '"here"' })).status, 304)
   assert.equal((await get('/cond-200', { 'if-none-match': '*' })).status, 304)
-  assert.equal(origin.count('/cond-200'), 1)
+  assert.equal(fx.origin.count('/cond-200'), 1)
 })
 
 test('a Range header of 15,000 spaces costs no more than an ordinary one (no quadratic parse on a hit)', async () => {
-  origin.route('/range-spaces', (_req, res) => {
+  fx.origin.route('/range-spaces', (_req, res) => {
     res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': 10 })
     res.end('0123456789')
   })
@@ -92,11 +76,11 @@ test('a Range header of 15,000 spaces costs no more than an ordinary one (no qua
   }
   const ms = performance.now() - started
   assert.ok(ms < 1000, `8 hits with an odd Range took ${Math.round(ms)} ms`)
-  assert.equal(origin.count('/range-spaces'), 1)
+  assert.equal(fx.origin.count('/range-spaces'), 1)
 })
 
 test('a 204 served from the store has no Content-Length, as the miss had none (RFC 9110 section 8.6)', async () => {
-  origin.route('/no-content', (_req, res) => {
+  fx.origin.route('/no-content', (_req, res) => {
     res.writeHead(204, { 'cache-control': 'max-age=600' })
     res.end()
   })
@@ -110,12 +94,12 @@ test('a 204 served from the store has no Content-Length, as the miss had none (R
   const head = await get('/no-content', {}, 'HEAD')
   assert.equal(head.status, 204)
   assert.equal(head.headers['content-length'], undefined)
-  assert.equal(origin.count('/no-content'), 1)
+  assert.equal(fx.origin.count('/no-content'), 1)
 })
 
 test('CDN-Cache-Control: public does not lift the Set-Cookie rule: the second user never gets the first one\'s cookie', async () => {
   let n = 0
-  origin.route('/cdn-cookie', (_req, res) => {
+  fx.origin.route('/cdn-cookie', (_req, res) => {
     n++
     res.writeHead(200, {
       'cache-control': 'max-age=60',
@@ -129,21 +113,21 @@ test('CDN-Cache-Control: public does not lift the Set-Cookie rule: the second us
   assert.equal(first.headers['set-cookie'], 'session=user1')
   const second = await get('/cdn-cookie')
   assert.equal(second.headers['set-cookie'], 'session=user2', `the second caller got ${String(second.headers['set-cookie'])}`)
-  assert.equal(origin.count('/cdn-cookie'), 2)
+  assert.equal(fx.origin.count('/cdn-cookie'), 2)
   // Cache-Control: public still stores it, as before (RFC 9111 allows it; the origin said so).
-  origin.route('/cc-public-cookie', (_req, res) => {
+  fx.origin.route('/cc-public-cookie', (_req, res) => {
     res.writeHead(200, { 'cache-control': 'public, max-age=60', 'set-cookie': 'session=x', 'content-length': 2 })
     res.end('hi')
   })
   await get('/cc-public-cookie')
   assert.match(String((await get('/cc-public-cookie')).headers['cache-status']), /hit/)
-  assert.equal(origin.count('/cc-public-cookie'), 1)
+  assert.equal(fx.origin.count('/cc-public-cookie'), 1)
 })
 
 test('a changed response too large to store, of unknown length, still drops the stored one it replaces (RFC 9111 section 4.3.3)', async () => {
-  const small = new Peer({ self: 'http://127.0.0.1:1', maxEntrySize: 4096, now: () => clock })
+  const small = new Peer({ self: 'http://127.0.0.1:1', maxEntrySize: 4096, now: () => fx.now })
   let version = 1
-  origin.route('/grown', (_req, res) => {
+  fx.origin.route('/grown', (_req, res) => {
     if (version === 1) {
       res.writeHead(200, { 'cache-control': 'max-age=10, stale-if-error=3600', etag: '"v1"', 'content-length': 2 })
       res.end('v1')
@@ -154,26 +138,26 @@ test('a changed response too large to store, of unknown length, still drops the 
     res.end(Buffer.alloc(5000, 'x'))
   })
   const at = async (headers: Record<string, string> = {}) => {
-    const res = await request(origin.url + '/grown', { headers, dispatcher: small })
+    const res = await request(fx.origin.url + '/grown', { headers, dispatcher: small })
     return { status: res.statusCode, body: await res.body.text() }
   }
   try {
     assert.equal((await at()).body, 'v1')
-    clock += 20_000
+    fx.now += 20_000
     version = 2
     assert.equal((await at()).body.length, 5000)
-    assert.equal(origin.count('/grown'), 2)
+    assert.equal(fx.origin.count('/grown'), 2)
     // The origin's latest answer was v2: the stored v1 is gone, not kept as a stale stand-in.
     const later = await at({ 'cache-control': 'max-stale' })
     assert.equal(later.body.length, 5000, 'v1 was served after the origin had replaced it')
-    assert.equal(origin.count('/grown'), 3)
+    assert.equal(fx.origin.count('/grown'), 3)
   } finally {
     await small.close()
   }
 })
 
 test('a 304 to a Range request refreshes the stored response instead of dropping it (RFC 9111 section 4.3.4)', async () => {
-  origin.route('/range-304', (req, res) => {
+  fx.origin.route('/range-304', (req, res) => {
     if (req.headers['if-none-match'] === '"r1"') {
       res.writeHead(304, { etag: '"r1"', 'cache-control': 'max-age=10' })
       res.end()
@@ -183,35 +167,35 @@ test('a 304 to a Range request refreshes the stored response instead of dropping
     res.end('0123456789')
   })
   assert.equal((await get('/range-304')).body, '0123456789')
-  clock += 20_000
+  fx.now += 20_000
   const validated = await get('/range-304', { range: 'bytes=0-1' })
   assert.equal(validated.status, 206)
   assert.equal(validated.body, '01')
   assert.match(String(validated.headers['cache-status']), /fwd-status=304/)
-  assert.equal(origin.count('/range-304'), 2)
+  assert.equal(fx.origin.count('/range-304'), 2)
   for (const [range, body] of [['bytes=2-3', '23'], ['bytes=4-5', '45']]) {
     const hit = await get('/range-304', { range: range as string })
     assert.equal(hit.status, 206)
     assert.equal(hit.body, body)
     assert.match(String(hit.headers['cache-status']), /hit/)
   }
-  assert.equal(origin.count('/range-304'), 2, 'the refreshed entry answers the later ranges')
+  assert.equal(fx.origin.count('/range-304'), 2, 'the refreshed entry answers the later ranges')
 })
 
 test('the request values a response varies on are charged: Vary on a large field cannot hold many times maxSize', async () => {
   const maxSize = 256 * 1024
-  const small = new Peer({ self: 'http://127.0.0.1:1', maxSize, now: () => clock })
-  origin.route('/vary-big', (_req, res) => {
+  const small = new Peer({ self: 'http://127.0.0.1:1', maxSize, now: () => fx.now })
+  fx.origin.route('/vary-big', (_req, res) => {
     res.writeHead(200, { 'cache-control': 'max-age=600', vary: 'x-big', 'content-length': 1 })
     res.end('x')
   })
   try {
     const valueLength = 14_000
     for (let i = 0; i < 100; i++) {
-      const res = await request(origin.url + '/vary-big', { headers: { 'x-big': String(i).padStart(6, '0') + 'a'.repeat(valueLength - 6) }, dispatcher: small })
+      const res = await request(fx.origin.url + '/vary-big', { headers: { 'x-big': String(i).padStart(6, '0') + 'a'.repeat(valueLength - 6) }, dispatcher: small })
       await res.body.text()
     }
-    assert.equal(origin.count('/vary-big'), 100)
+    assert.equal(fx.origin.count('/vary-big'), 100)
     const s = small.stats()
     assert.equal(s.stored, 100)
     // Every stored variant keeps its 14,000-byte value for Vary matching.
@@ -227,16 +211,16 @@ test('the request values a response varies on are charged: Vary on a large field
 test('Vary naming a field every object inherits (constructor, __proto__, toString) is answered and stored, not left hanging', async () => {
   for (const field of ['Constructor', '__proto__', 'toString']) {
     const path = `/vary-inherited-${field}`
-    origin.route(path, (_req, res) => {
+    fx.origin.route(path, (_req, res) => {
       res.writeHead(200, { 'cache-control': 'max-age=600', vary: field, 'content-length': 2 })
       res.end('hi')
     })
     for (let i = 0; i < 2; i++) {
-      const res = await request(origin.url + path, { dispatcher: peer, signal: AbortSignal.timeout(3000) })
+      const res = await request(fx.origin.url + path, { dispatcher: fx.peer, signal: AbortSignal.timeout(3000) })
       assert.equal(res.statusCode, 200)
       assert.equal(await res.body.text(), 'hi')
     }
-    assert.equal(origin.count(path), 1, `Vary: ${field}: the second request is a hit`)
+    assert.equal(fx.origin.count(path), 1, `Vary: ${field}: the second request is a hit`)
   }
-  assert.equal(peer.stats().flights, 0)
+  assert.equal(fx.peer.stats().flights, 0)
 })
