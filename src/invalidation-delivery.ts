@@ -49,6 +49,11 @@ interface Retry {
   attempts: number
   delivering: boolean
   /**
+   * Set when a probe readmits the peer while a delivery to it runs: that delivery's failures
+   * date from before, and must not end the hold the readmission starts.
+   */
+  readmitted: boolean
+  /**
    * After a delivery that failed, when a forward or a DELETE that succeeds may start the next
    * (performance.now() ms): a peer that answers GETs but refuses every DELETE (a secret it
    * does not share) must not get a burst of them after each forward.
@@ -174,6 +179,8 @@ export class InvalidationDelivery {
   readmitted (peer: string): void {
     if (!this.#undelivered.has(peer)) return
     this.#held.add(peer)
+    const retry = this.#retries.get(peer)
+    if (retry?.delivering === true) retry.readmitted = true
     void this.#deliver(peer)
   }
 
@@ -239,11 +246,15 @@ export class InvalidationDelivery {
         // Not forgotten: they are sent again once it answers, as any DELETE that failed.
         for (let i = replay.next; i < replay.keys.length; i++) this.#owe(peer, replay.keys[i] as string)
       }
+      // What failed during a replay that did not give up is sent at once, and the peer stays
+      // off the ring until it has been (as a readmitted one does): joining now, it would serve
+      // what those DELETEs make stale. One that gave up joins, and gets them when it is next
+      // seen to answer (or at its retry timer).
+      const owed = failuresInARow < this.#o.ejectAfter && !this.#closed && this.#undelivered.has(peer)
+      if (owed) this.#held.add(peer)
       this.#replays.delete(peer)
-      this.#o.onHeldChanged()
-      // What failed during the replay: at once if the peer was answering at the end, else
-      // when it is next seen to answer (or its retry timer).
-      if (failuresInARow === 0 || this.#held.has(peer)) void this.#deliver(peer)
+      if (!owed) this.#o.onHeldChanged()
+      if (owed || this.#held.has(peer)) void this.#deliver(peer, failuresInARow)
     }
     if (channels.replay.hasSubscribers) channels.replay.publish({ self: this.#o.self(), peer, sent, failed, complete: missed.complete })
   }
@@ -280,7 +291,7 @@ export class InvalidationDelivery {
     if (gaps > 0) this.#o.counters.add('invalidationGaps', gaps)
     let retry = this.#retries.get(peer)
     if (retry === undefined) {
-      retry = { timer: undefined, attempts: 0, delivering: false, quietUntil: 0 }
+      retry = { timer: undefined, attempts: 0, delivering: false, readmitted: false, quietUntil: 0 }
       this.#retries.set(peer, retry)
       this.#scheduleRetry(peer, retry)
     }
@@ -318,12 +329,17 @@ export class InvalidationDelivery {
    * Sends `peer` again the invalidations that failed to reach it, four at a time, as a replay
    * does; one that fails again stays owed. Gives up after ejectAfter failures in a row and
    * waits for the next sign of the peer, or the next timed attempt. A peer held off the ring
-   * for this joins it at the end.
+   * for this joins it once all is sent, or when this gives up; `failedBefore` carries the
+   * failures in a row of what ran before for it (a replay, the previous round).
    */
-  async #deliver (peer: string): Promise<void> {
+  async #deliver (peer: string, failedBefore = 0): Promise<void> {
     const retry = this.#retries.get(peer)
+    if (retry === undefined) {
+      if (this.#held.delete(peer)) this.#o.onHeldChanged()
+      return
+    }
     // A replay to it in progress delivers when it ends.
-    if (retry === undefined || retry.delivering || this.#closed || this.#replays.has(peer)) return
+    if (retry.delivering || this.#closed || this.#replays.has(peer)) return
     const owed = this.#undelivered.owed(peer)
     if (owed.length === 0) return this.#forgetRetry(peer)
     retry.delivering = true
@@ -332,7 +348,7 @@ export class InvalidationDelivery {
       retry.timer = undefined
     }
     let next = 0
-    let failuresInARow = 0
+    let failuresInARow = failedBefore
     const current = (): boolean => !this.#closed && this.#retries.get(peer) === retry
     const worker = async (): Promise<void> => {
       while (current() && failuresInARow < this.#o.ejectAfter && next < owed.length) {
@@ -353,10 +369,19 @@ export class InvalidationDelivery {
     await Promise.all(workers)
     retry.delivering = false
     if (!current()) return
-    if (this.#held.delete(peer)) this.#o.onHeldChanged()
+    if (retry.readmitted) {
+      // Readmitted while this ran: its failures were the peer's before it answered the probe.
+      retry.readmitted = false
+      failuresInARow = 0
+    }
     if (!this.#undelivered.has(peer)) return this.#forgetRetry(peer)
-    // Failed again (or failed anew meanwhile, while this ran): another timed attempt.
-    if (failuresInARow === 0) return void this.#deliver(peer)
+    // Failed anew meanwhile, while this ran: sent at once. A held peer stays off the ring
+    // until all is sent or this gives up, ejectAfter failures in a row (the peer is likely
+    // down again): it would serve what the rest make stale.
+    const held = this.#held.has(peer)
+    if (failuresInARow === 0 || (held && failuresInARow < this.#o.ejectAfter)) return void this.#deliver(peer, failuresInARow)
+    if (this.#held.delete(peer)) this.#o.onHeldChanged()
+    // Failed again: another timed attempt.
     retry.quietUntil = performance.now() + Math.min(this.#o.ejectBackoff * 2 ** retry.attempts, MAX_RETRY_WAIT)
     this.#scheduleRetry(peer, retry)
   }

@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict'
+import type http from 'node:http'
+import { test } from 'node:test'
+import type { Peer } from '../src/index.js'
+import { startOrigin } from './helpers/origin.js'
+import { pathOf, send, versionedPaths } from './helpers/versioned.js'
+import { ownedBy, startLocalPeers, waitFor } from './helpers/peers.js'
+
+// Edges of pool-wide invalidation delivery: a peer held off the ring while it is sent what it
+// missed or what failed to reach it must not join the ring while it still owes DELETEs that
+// nothing is sending.
+
+interface Gate {
+  /** DELETEs the peer's handler has answered. */
+  answered: () => number
+  /** Destroys unanswered the next `n` DELETEs. */
+  refuse: (n: number) => void
+  /** Holds the next DELETE unanswered until fail() destroys its connection. */
+  hold: () => void
+  held: () => boolean
+  fail: () => void
+  /** While set, forwards (GETs with q) have their connection destroyed: the owner is ejected. */
+  failForwards: (on: boolean) => void
+}
+
+function gate (server: http.Server): Gate {
+  const handler = server.listeners('request')[0] as http.RequestListener
+  server.removeAllListeners('request')
+  let answered = 0
+  let refuse = 0
+  let hold = false
+  let holding: http.IncomingMessage | undefined
+  let failForwards = false
+  server.on('request', (req, res) => {
+    if (req.method === 'DELETE') {
+      if (refuse > 0) {
+        refuse--
+        req.socket.destroy()
+        return
+      }
+      if (hold) {
+        hold = false
+        holding = req
+        return
+      }
+      res.on('finish', () => { answered++ })
+    } else if (failForwards && req.url?.includes('?q=') === true) {
+      req.socket.destroy()
+      return
+    }
+    handler(req, res)
+  })
+  return {
+    answered: () => answered,
+    refuse: (n) => { refuse = n },
+    hold: () => { hold = true },
+    held: () => holding !== undefined,
+    fail: () => {
+      holding?.socket.destroy()
+      holding = undefined
+    },
+    failForwards: (on) => { failForwards = on }
+  }
+}
+
+test('a DELETE that fails once during a replay is sent again before the peer joins the ring', { timeout: 20_000 }, async () => {
+  const server = await startOrigin(versionedPaths().route)
+  // No timed retry: only the end of the replay can send it again.
+  const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 60_000 })
+  const [a, b] = cluster.peers as [Peer, Peer]
+  try {
+    const [url] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`) as [string]
+    assert.equal((await send(a, url)).body, `${pathOf(url)} v1`, 'B, the owner, stores v1')
+    a.setPeers([a.self])
+    assert.equal((await send(a, url, 'POST')).status, 204)
+
+    // B comes back; the replay's one DELETE is refused (a reset), not ejectAfter in a row.
+    const g = gate(cluster.servers[1] as http.Server)
+    g.refuse(1)
+    a.setPeers([a.self, b.self])
+    await waitFor(() => a.ownerOf(url) === b.self, 3000, 'B back on the ring')
+    assert.equal(g.answered(), 1, 'B got the DELETE before it took its keys back')
+    assert.equal((await send(a, url)).body, `${pathOf(url)} v2`, 'B does not serve v1')
+    const stats = a.stats()
+    assert.equal(stats.invalidationErrors, 1)
+    assert.equal(stats.invalidationReplays, 2)
+  } finally {
+    await cluster.close()
+    await server.close()
+  }
+})
+
+test('a peer readmitted while a delivery to it is failing is held until it has been sent what it owes', { timeout: 20_000 }, async () => {
+  const server = await startOrigin(versionedPaths().route)
+  const cluster = await startLocalPeers(2, { hotSize: 0, ejectAfter: 1, ejectBackoff: 100 })
+  const [a, b] = cluster.peers as [Peer, Peer]
+  try {
+    const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
+    assert.equal((await send(a, url)).body, `${pathOf(url)} v1`, 'B, the owner, stores v1')
+
+    // The POST's DELETE is refused; the timed retry's hangs (B unreachable for a while).
+    const g = gate(cluster.servers[1] as http.Server)
+    g.refuse(1)
+    g.hold()
+    assert.equal((await send(a, url, 'POST')).status, 204)
+    await waitFor(() => g.held(), 3000, 'the timed retry hanging')
+
+    // B is ejected, then a probe readmits it while that delivery still runs.
+    g.failForwards(true)
+    assert.equal((await send(a, other)).status, 200)
+    assert.deepEqual(a.ejectedPeers, [b.self])
+    g.failForwards(false)
+    await waitFor(() => a.ejectedPeers.length === 0, 3000, 'B readmitted')
+    assert.notEqual(a.ownerOf(url), b.self, 'held off the ring: it owes a DELETE')
+
+    // The delivery from before the readmission fails: B must still get the DELETE before its keys.
+    g.fail()
+    await waitFor(() => a.ownerOf(url) === b.self, 3000, 'B back on the ring')
+    assert.equal(g.answered(), 1, 'B got the DELETE before it took its keys back')
+    assert.equal((await send(a, url)).body, `${pathOf(url)} v2`, 'B does not serve v1')
+  } finally {
+    await cluster.close()
+    await server.close()
+  }
+})
+
+test('a readmitted peer whose first DELETE fails once stays held until it is sent again', { timeout: 20_000 }, async () => {
+  const server = await startOrigin(versionedPaths().route)
+  const cluster = await startLocalPeers(2, { hotSize: 0, ejectAfter: 2, ejectBackoff: 100 })
+  const [a, b] = cluster.peers as [Peer, Peer]
+  try {
+    const [url, ...others] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 3) as [string, string, string]
+    assert.equal((await send(a, url)).body, `${pathOf(url)} v1`, 'B, the owner, stores v1')
+
+    // B is ejected; the POST's DELETE is owed to it.
+    const g = gate(cluster.servers[1] as http.Server)
+    g.failForwards(true)
+    for (const other of others) assert.equal((await send(a, other)).status, 200)
+    assert.deepEqual(a.ejectedPeers, [b.self])
+    assert.equal((await send(a, url, 'POST')).status, 204)
+
+    // A probe readmits B; the first DELETE it is sent is reset, once (not ejectAfter in a row).
+    g.failForwards(false)
+    g.refuse(1)
+    await waitFor(() => a.ownerOf(url) === b.self, 3000, 'B back on the ring')
+    assert.equal(g.answered(), 1, 'B got the DELETE before it took its keys back')
+    assert.equal((await send(a, url)).body, `${pathOf(url)} v2`, 'B does not serve v1')
+  } finally {
+    await cluster.close()
+    await server.close()
+  }
+})
