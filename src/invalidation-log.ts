@@ -122,6 +122,10 @@ export class InvalidationLog {
     if (earliest >= this.#sequence) {
       this.#log.clear()
       this.#chars = 0
+      // No peer out now left before the last invalidation, so none can share the keys handed
+      // out last: kept, they would hold up to the whole log's URLs after the log is freed.
+      this.#lastKeys = []
+      this.#lastSince = -1
     } else {
       for (const [key, seq] of this.#log) {
         if (seq > earliest) break

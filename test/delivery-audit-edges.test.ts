@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict'
 import type http from 'node:http'
 import { test } from 'node:test'
+import v8 from 'node:v8'
+import vm from 'node:vm'
 import type { Peer } from '../src/index.js'
+import { InvalidationLog } from '../src/invalidation-log.js'
 import { startOrigin } from './helpers/origin.js'
 import { pathOf, send, versionedPaths } from './helpers/versioned.js'
 import { ownedBy, startLocalPeers, waitFor } from './helpers/peers.js'
@@ -149,4 +152,18 @@ test('a readmitted peer whose first DELETE fails once stays held until it is sen
     await cluster.close()
     await server.close()
   }
+})
+
+test('the log frees the URLs it handed to the last peers back once every peer that left is back', async () => {
+  v8.setFlagsFromString('--expose-gc')
+  const gc = vm.runInNewContext('gc') as () => void
+  const log = new InvalidationLog(100, 100 * 2 ** 20, 4)
+  log.left('http://b')
+  for (let i = 0; i < 10; i++) log.add(`https://origin.test/${i}/${'a'.repeat(2 ** 20)}`)
+  const ref = ((): WeakRef<object> => new WeakRef(log.rejoined('http://b')?.keys as object))()
+  assert.equal(log.size, 0, 'the log itself is freed')
+  // A WeakRef's target lives at least until the job that made it ends.
+  await new Promise((resolve) => setImmediate(resolve))
+  gc()
+  assert.equal(ref.deref(), undefined, 'nothing holds the keys handed to B')
 })
