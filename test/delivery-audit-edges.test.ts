@@ -6,65 +6,12 @@ import vm from 'node:vm'
 import type { Peer } from '../src/index.js'
 import { InvalidationLog } from '../src/invalidation-log.js'
 import { startOrigin } from './helpers/origin.js'
-import { pathOf, send, versionedPaths } from './helpers/versioned.js'
+import { deleteGate, pathOf, send, versionedPaths } from './helpers/versioned.js'
 import { ownedBy, startLocalPeers, waitFor } from './helpers/peers.js'
 
 // Edges of pool-wide invalidation delivery: a peer held off the ring while it is sent what it
 // missed or what failed to reach it must not join the ring while it still owes DELETEs that
 // nothing is sending.
-
-interface Gate {
-  /** DELETEs the peer's handler has answered. */
-  answered: () => number
-  /** Destroys unanswered the next `n` DELETEs. */
-  refuse: (n: number) => void
-  /** Holds the next DELETE unanswered until fail() destroys its connection. */
-  hold: () => void
-  held: () => boolean
-  fail: () => void
-  /** While set, forwards (GETs with q) have their connection destroyed: the owner is ejected. */
-  failForwards: (on: boolean) => void
-}
-
-function gate (server: http.Server): Gate {
-  const handler = server.listeners('request')[0] as http.RequestListener
-  server.removeAllListeners('request')
-  let answered = 0
-  let refuse = 0
-  let hold = false
-  let holding: http.IncomingMessage | undefined
-  let failForwards = false
-  server.on('request', (req, res) => {
-    if (req.method === 'DELETE') {
-      if (refuse > 0) {
-        refuse--
-        req.socket.destroy()
-        return
-      }
-      if (hold) {
-        hold = false
-        holding = req
-        return
-      }
-      res.on('finish', () => { answered++ })
-    } else if (failForwards && req.url?.includes('?q=') === true) {
-      req.socket.destroy()
-      return
-    }
-    handler(req, res)
-  })
-  return {
-    answered: () => answered,
-    refuse: (n) => { refuse = n },
-    hold: () => { hold = true },
-    held: () => holding !== undefined,
-    fail: () => {
-      holding?.socket.destroy()
-      holding = undefined
-    },
-    failForwards: (on) => { failForwards = on }
-  }
-}
 
 test('a DELETE that fails once during a replay is sent again before the peer joins the ring', { timeout: 20_000 }, async () => {
   const server = await startOrigin(versionedPaths().route)
@@ -78,7 +25,7 @@ test('a DELETE that fails once during a replay is sent again before the peer joi
     assert.equal((await send(a, url, 'POST')).status, 204)
 
     // B comes back; the replay's one DELETE is refused (a reset), not ejectAfter in a row.
-    const g = gate(cluster.servers[1] as http.Server)
+    const g = deleteGate(cluster.servers[1] as http.Server)
     g.refuse(1)
     a.setPeers([a.self, b.self])
     await waitFor(() => a.ownerOf(url) === b.self, 3000, 'B back on the ring')
@@ -102,7 +49,7 @@ test('a peer readmitted while a delivery to it is failing is held until it has b
     assert.equal((await send(a, url)).body, `${pathOf(url)} v1`, 'B, the owner, stores v1')
 
     // The POST's DELETE is refused; the timed retry's hangs (B unreachable for a while).
-    const g = gate(cluster.servers[1] as http.Server)
+    const g = deleteGate(cluster.servers[1] as http.Server)
     g.refuse(1)
     g.hold()
     assert.equal((await send(a, url, 'POST')).status, 204)
@@ -136,7 +83,7 @@ test('a readmitted peer whose first DELETE fails once stays held until it is sen
     assert.equal((await send(a, url)).body, `${pathOf(url)} v1`, 'B, the owner, stores v1')
 
     // B is ejected; the POST's DELETE is owed to it.
-    const g = gate(cluster.servers[1] as http.Server)
+    const g = deleteGate(cluster.servers[1] as http.Server)
     g.failForwards(true)
     for (const other of others) assert.equal((await send(a, other)).status, 200)
     assert.deepEqual(a.ejectedPeers, [b.self])

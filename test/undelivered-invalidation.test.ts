@@ -5,37 +5,12 @@ import { test } from 'node:test'
 import { Client, type Peer } from '../src/index.js'
 import { Undelivered } from '../src/invalidation-log.js'
 import { startOrigin } from './helpers/origin.js'
-import { pathOf, send, versionedPaths } from './helpers/versioned.js'
+import { deleteGate, pathOf, send, versionedPaths } from './helpers/versioned.js'
 import { listen, ownedBy, startBlackhole, startLocalPeers, stopServer, waitFor } from './helpers/peers.js'
 
 // A successful unsafe request invalidates its URL on every peer of the pool. A DELETE that
 // failed to reach a peer in the pool (its server briefly down, a reset, a 5xx) was counted in
 // invalidationErrors and forgotten: that peer served the invalidated entry until it went stale.
-
-/**
- * Puts a gate in front of the peer mounted on `server`: the first `refuse` DELETEs it gets
- * have their connection destroyed unanswered (a peer unreachable for a moment). `answered()`
- * counts the DELETEs the peer's handler has answered since; `refuse(n)` refuses the next `n`.
- */
-function refuseDeletes (server: http.Server, refuse: number): { refused: () => number, answered: () => number, refuse: (n: number) => void } {
-  const handler = server.listeners('request')[0] as http.RequestListener
-  server.removeAllListeners('request')
-  let refused = 0
-  let answered = 0
-  let limit = refuse
-  server.on('request', (req, res) => {
-    if (req.method === 'DELETE') {
-      if (refused < limit) {
-        refused++
-        req.socket.destroy()
-        return
-      }
-      res.on('finish', () => { answered++ })
-    }
-    handler(req, res)
-  })
-  return { refused: () => refused, answered: () => answered, refuse: (n) => { limit = refused + n } }
-}
 
 test('a DELETE that failed to reach the owner is sent again once a forward to it succeeds', { timeout: 20_000 }, async () => {
   const server = await startOrigin(versionedPaths().route)
@@ -45,7 +20,7 @@ test('a DELETE that failed to reach the owner is sent again once a forward to it
   try {
     const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
     assert.equal((await send(a, url)).body, `${pathOf(url)} v1`, 'B, the owner, stores v1')
-    const gate = refuseDeletes(cluster.servers[1] as http.Server, 1)
+    const gate = deleteGate(cluster.servers[1] as http.Server, 1)
 
     assert.equal((await send(a, url, 'POST')).status, 204)
     assert.equal(gate.refused(), 1)
@@ -106,7 +81,7 @@ test('a Client: a DELETE that failed is sent again with the next one that succee
     await client.ready
     const [url, later] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
     assert.equal((await send(client, url)).body, `${pathOf(url)} v1`)
-    const gate = refuseDeletes(cluster.servers[1] as http.Server, 1)
+    const gate = deleteGate(cluster.servers[1] as http.Server, 1)
     assert.equal((await send(client, url, 'POST')).status, 204)
     assert.equal(client.stats().invalidationErrors, 1)
 
@@ -129,7 +104,7 @@ test('with no other traffic to the peer, a timed retry delivers; the attempts ar
   try {
     const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
     await send(a, url)
-    const gate = refuseDeletes(cluster.servers[1] as http.Server, 1)
+    const gate = deleteGate(cluster.servers[1] as http.Server, 1)
     await send(a, url, 'POST')
     await waitFor(() => gate.answered() === 1, 3000, 'the timed retry')
     assert.equal((await send(b, url)).body, `${pathOf(url)} v2`)
@@ -159,7 +134,7 @@ for (const how of ['close', 'destroy'] as const) {
     const [a, b] = cluster.peers as [Peer, Peer]
     try {
       const [url] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`) as [string]
-      const gate = refuseDeletes(cluster.servers[1] as http.Server, Infinity)
+      const gate = deleteGate(cluster.servers[1] as http.Server, Infinity)
       await send(a, url, 'POST')
       assert.equal(gate.refused(), 1)
       await a[how]()
@@ -179,7 +154,7 @@ test('undelivered invalidations are bounded by invalidationLogSize; what is drop
   try {
     const [other, ...urls] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 4) as [string, string, string, string]
     for (const url of urls) await send(a, url)
-    const gate = refuseDeletes(cluster.servers[1] as http.Server, 3)
+    const gate = deleteGate(cluster.servers[1] as http.Server, 3)
     for (const url of urls) await send(a, url, 'POST')
     assert.equal(a.stats().invalidationGaps, 1, 'the oldest was dropped: one gap for B')
     await send(a, other)
@@ -234,7 +209,7 @@ test('a peer that leaves while owed a DELETE gets it once, with what it missed, 
   try {
     const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
     await send(a, url)
-    const gate = refuseDeletes(cluster.servers[1] as http.Server, 1)
+    const gate = deleteGate(cluster.servers[1] as http.Server, 1)
     await send(a, url, 'POST')
     assert.equal(gate.refused(), 1)
     a.setPeers([a.self])
@@ -258,7 +233,7 @@ test('a peer that answers GETs but refuses every DELETE is not sent a burst afte
   const [a, b] = cluster.peers as [Peer, Peer]
   try {
     const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
-    const gate = refuseDeletes(cluster.servers[1] as http.Server, Infinity)
+    const gate = deleteGate(cluster.servers[1] as http.Server, Infinity)
     await send(a, url, 'POST')
     assert.equal(gate.refused(), 1)
     await send(a, other)

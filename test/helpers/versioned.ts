@@ -46,3 +46,63 @@ export function pathOf (url: string): string {
   const u = new URL(url)
   return u.pathname + u.search
 }
+
+/** A gate in front of the peer handler mounted on a server: what its DELETEs meet. */
+export interface DeleteGate {
+  /** DELETEs destroyed unanswered so far. */
+  refused: () => number
+  /** DELETEs the peer's handler has answered. */
+  answered: () => number
+  /** Destroys unanswered the next `n` DELETEs (a peer unreachable for a moment); 0 stops. */
+  refuse: (n: number) => void
+  /** Holds the next DELETE unanswered until fail() destroys its connection. */
+  hold: () => void
+  held: () => boolean
+  fail: () => void
+  /** While set, forwards (GETs with q) have their connection destroyed: the owner is ejected. */
+  failForwards: (on: boolean) => void
+}
+
+/** Puts a DeleteGate in front of the peer mounted on `server`, refusing the first `refuse` DELETEs. */
+export function deleteGate (server: http.Server, refuse = 0): DeleteGate {
+  const handler = server.listeners('request')[0] as http.RequestListener
+  server.removeAllListeners('request')
+  let refused = 0
+  let answered = 0
+  let toRefuse = refuse
+  let hold = false
+  let holding: http.IncomingMessage | undefined
+  let failForwards = false
+  server.on('request', (req, res) => {
+    if (req.method === 'DELETE') {
+      if (toRefuse > 0) {
+        toRefuse--
+        refused++
+        req.socket.destroy()
+        return
+      }
+      if (hold) {
+        hold = false
+        holding = req
+        return
+      }
+      res.on('finish', () => { answered++ })
+    } else if (failForwards && req.url?.includes('?q=') === true) {
+      req.socket.destroy()
+      return
+    }
+    handler(req, res)
+  })
+  return {
+    refused: () => refused,
+    answered: () => answered,
+    refuse: (n) => { toRefuse = n },
+    hold: () => { hold = true },
+    held: () => holding !== undefined,
+    fail: () => {
+      holding?.socket.destroy()
+      holding = undefined
+    },
+    failForwards: (on) => { failForwards = on }
+  }
+}
