@@ -189,7 +189,8 @@ function decodedOnce (text: string): Buffer {
     writable: true,
     enumerable: false,
     value: function toString (this: Buffer, encoding?: BufferEncoding, start?: number, end?: number): string {
-      if (start === undefined && end === undefined) {
+      // Only this Buffer, whole: borrowed onto another (toString.call(other)) it decodes that one.
+      if (this === buf && start === undefined && end === undefined) {
         if (encoding === 'latin1' || encoding === 'binary') return text
         if (encoding === undefined || encoding === 'utf8' || encoding === 'utf-8') return (utf8 ??= bufferToString.call(this, 'utf8'))
       }

@@ -34,6 +34,10 @@ test('sharedRawHeaders gives the bytes toRawHeaders gives, and every decoding a 
     assert.equal(s.toString('utf8', 0, 2), decode.call(p, 'utf8', 0, 2))
   }
   assert.ok(Buffer.concat(shared).equals(Buffer.concat(plain)))
+  // Borrowed onto another Buffer, the memoised toString decodes that one.
+  const other = Buffer.from('other', 'latin1')
+  assert.equal((shared[1] as Buffer).toString.call(other, 'latin1'), 'other')
+  assert.equal((shared[1] as Buffer).toString.call(other), 'other')
   // Nothing extra shows when a Buffer is inspected or its keys are listed.
   assert.deepEqual(Object.keys(shared[0] as Buffer), Object.keys(plain[0] as Buffer))
 })
