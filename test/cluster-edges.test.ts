@@ -179,7 +179,9 @@ test('a PUT while the owner is ejected reaches it too: readmitted, it does not s
     assert.equal(put.status, 204)
     assert.equal(versions.version, 2)
 
-    await waitFor(() => a.ejectedPeers.length === 0, 10_000, 'a probe to readmit the owner')
+    // Readmitted, the owner is first sent the PUT's DELETE (owed to it while it was ejected),
+    // and takes its keys back once it has been.
+    await waitFor(() => a.ejectedPeers.length === 0 && a.ownerOf(doc) === b.self, 10_000, 'a probe to readmit the owner')
     const served = b.stats().servedForPeers
     const after = await get(a, doc)
     assert.equal(b.stats().servedForPeers, served + 1, 'the request went to the readmitted owner')
