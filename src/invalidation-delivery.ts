@@ -116,6 +116,11 @@ export class InvalidationDelivery {
     return this.#replays.has(peer) || this.#held.has(peer)
   }
 
+  /** The peers held off the ring now (see holds()). */
+  held (): Set<string> {
+    return new Set([...this.#replays.keys(), ...this.#held])
+  }
+
   /** True while some peer is owed a DELETE that failed: only then is answered() worth calling. */
   get owing (): boolean {
     return this.#retries.size !== 0

@@ -162,8 +162,9 @@ export class Peer extends Router {
 
   /** The counters, gauges and latency histograms in Prometheus' text exposition format. */
   metrics (): string {
-    const ejected = this.ejectedPeers.length
-    return renderPeerMetrics(this.stats(), this.counters.latency, { healthy: this.peers.length - ejected, ejected })
+    const ejected = this.ejectedPeers
+    const held = this.heldPeers.filter((p) => !ejected.includes(p)).length
+    return renderPeerMetrics(this.stats(), this.counters.latency, { healthy: this.peers.length - ejected.length - held, ejected: ejected.length, held })
   }
 
   protected override onDestroyed (): void {

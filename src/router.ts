@@ -214,7 +214,16 @@ export abstract class Router extends Dispatcher {
     return [...this.#health.ejected()].sort()
   }
 
-  /** The pool, normalised and sorted (ejected peers included). */
+  /**
+   * Peers of the pool kept off this instance's ring, though not ejected, while they are sent
+   * the invalidations they missed (back in the pool) or that failed to reach them (readmitted
+   * after ejection): they take their keys back once those are sent. Sorted.
+   */
+  get heldPeers (): string[] {
+    return [...this.#delivery.held()].sort()
+  }
+
+  /** The pool, normalised and sorted (ejected and held peers included). */
   get peers (): readonly string[] {
     return [...this.#peers].sort()
   }

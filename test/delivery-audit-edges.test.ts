@@ -62,11 +62,18 @@ test('a peer readmitted while a delivery to it is failing is held until it has b
     g.failForwards(false)
     await waitFor(() => a.ejectedPeers.length === 0, 3000, 'B readmitted')
     assert.notEqual(a.ownerOf(url), b.self, 'held off the ring: it owes a DELETE')
+    // Shown as held, not as ejected, in the API and in the metrics.
+    assert.deepEqual(a.heldPeers, [b.self])
+    assert.deepEqual(a.ejectedPeers, [])
+    assert.match(a.metrics(), /^forwardcache_peers\{state="held"\} 1$/m)
+    assert.match(a.metrics(), /^forwardcache_peers\{state="healthy"\} 1$/m)
 
     // The delivery from before the readmission fails: B must still get the DELETE before its keys.
     g.fail()
     await waitFor(() => a.ownerOf(url) === b.self, 3000, 'B back on the ring')
     assert.equal(g.answered(), 1, 'B got the DELETE before it took its keys back')
+    assert.deepEqual(a.heldPeers, [])
+    assert.match(a.metrics(), /^forwardcache_peers\{state="held"\} 0$/m)
     assert.equal((await send(a, url)).body, `${pathOf(url)} v2`, 'B does not serve v1')
   } finally {
     await cluster.close()

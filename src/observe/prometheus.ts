@@ -44,7 +44,7 @@ export interface Latencies {
 }
 
 /** A peer's counters, gauges and latency histograms in Prometheus' conventions. */
-export function renderPeerMetrics (s: PeerStats, latencies: Latencies, peers: { healthy: number, ejected: number }): string {
+export function renderPeerMetrics (s: PeerStats, latencies: Latencies, peers: { healthy: number, ejected: number, held: number }): string {
   const e = new Exposition()
   e.metric('forwardcache_requests_total', 'counter', 'GET/HEAD requests by how they were answered.', [
     [{ result: 'hit' }, s.localHits],
@@ -69,7 +69,7 @@ export function renderPeerMetrics (s: PeerStats, latencies: Latencies, peers: { 
   e.metric('forwardcache_cache_entries', 'gauge', 'Responses held in the cache.', [[{}, s.cacheEntries]])
   e.metric('forwardcache_cache_hosts', 'gauge', 'Origin hosts with cached responses.', [[{}, s.hosts]])
   e.metric('forwardcache_inflight_keys', 'gauge', 'Keys with an origin fetch or forward in flight.', [[{}, s.flights]])
-  e.metric('forwardcache_peers', 'gauge', 'Peers in the pool by routing state.', [[{ state: 'healthy' }, peers.healthy], [{ state: 'ejected' }, peers.ejected]])
+  e.metric('forwardcache_peers', 'gauge', 'Peers in the pool by routing state (held: off the ring while sent the invalidations they missed).', [[{ state: 'healthy' }, peers.healthy], [{ state: 'ejected' }, peers.ejected], [{ state: 'held' }, peers.held]])
   const hosts = Object.entries(s.perHost)
   e.metric('forwardcache_host_requests_total', 'counter', 'Owned requests per origin host.', hosts.map(([host, r]) => [{ host }, r.requests]))
   e.metric('forwardcache_host_hits_total', 'counter', 'Cache hits per origin host.', hosts.map(([host, r]) => [{ host }, r.hits]))
