@@ -15,7 +15,7 @@ import { ERROR_HEADER, ForwardHandler, PassThroughHandler } from './forward.js'
 import { loadedHash, loadedRawHash, loadHash, type RawHashFunction } from './hash.js'
 import { PeerHealth } from './health.js'
 import { addVia, cacheableRequestHeaders, forwardcacheHops, LOOP_MESSAGE, endToEndRequestHeaders, VIA, headerString, normaliseRequestHeaders, type RequestHeaders, type ResponseHeaders } from './headers.js'
-import { resolvePeerList, type ResolvedRouterOptions } from './options.js'
+import { LARGE_RING_POINTS, RING_BUILD_US_PER_POINT, resolvePeerList, type ResolvedRouterOptions } from './options.js'
 import { PeerPools } from './pool.js'
 import { Ring, type HashFunction } from './ring.js'
 import { ForbiddenOriginError, guardedConnector, originMatcher } from './security/address-policy.js'
@@ -121,6 +121,7 @@ export abstract class Router extends Dispatcher {
   // The owner each coalesced forward failed at, for its joiners' retries.
   readonly #failedForwards = new WeakMap<Fanout, string>()
   #idle: Array<() => void> = []
+  #warnedLargeRing = false
 
   /** Resolves once the ring's hash is loaded; dispatches made before then wait for it. */
   readonly ready: Promise<void>
@@ -129,6 +130,7 @@ export abstract class Router extends Dispatcher {
     super()
     this.options = options
     this.#peers = options.peers
+    this.#checkRingSize(options.peers.length)
     this.#ownsOrigin = options.origin === undefined
     this.originDispatcher = options.origin ?? new Agent({
       connect: guardedConnector({ timeout: options.originConnectTimeout, blockPrivate: options.blockPrivateOrigins }),
@@ -238,6 +240,7 @@ export abstract class Router extends Dispatcher {
    */
   setPeers (peers: readonly string[]): void {
     const list = resolvePeerList(peers, 'peers', this.options.vnodes)
+    this.#checkRingSize(list.length)
     this.onPeersChanged(list)
     const keep = new Set(list)
     const startReplays = this.#delivery.poolChanging(new Set(this.#peers), keep)
@@ -246,6 +249,19 @@ export abstract class Router extends Dispatcher {
     this.#rebuildRing()
     this.#pools.retain(keep)
     startReplays()
+  }
+
+  /** Warns once per instance of a ring whose every rebuild would hold the event loop. */
+  #checkRingSize (peers: number): void {
+    const points = peers * this.options.vnodes
+    if (points <= LARGE_RING_POINTS || this.#warnedLargeRing) return
+    this.#warnedLargeRing = true
+    const seconds = (points * RING_BUILD_US_PER_POINT / 1e6).toFixed(1)
+    process.emitWarning(
+      `forwardcache: a ring of ${points} points (${peers} peers × ${this.options.vnodes} vnodes) takes about ${seconds} s to build, ` +
+      'on the event loop, at every pool change, ejection and readmission; fewer opts.vnodes keep it short',
+      { code: 'FORWARDCACHE_LARGE_RING' }
+    )
   }
 
   /** Hook for subclasses to check a new pool before it is used. */

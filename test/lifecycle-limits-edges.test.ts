@@ -123,6 +123,35 @@ test('peers × vnodes is capped at 10,485,760 ring points, in the constructor, s
   }
 })
 
+test('a ring over 1,048,576 points is allowed with one FORWARDCACHE_LARGE_RING warning per instance', async () => {
+  const urls = Array.from({ length: 106 }, (_, i) => `http://10.1.0.${i}:3000`)
+  const warnings: Array<{ code: string | undefined, message: string }> = []
+  const onWarning = (w: Error & { code?: string }): void => { warnings.push({ code: w.code, message: w.message }) }
+  process.on('warning', onWarning)
+  // A trivial hash: what is under test is the warning, not a second of xxhash per build.
+  const hash = (s: string): number => s.length
+  const small = new Client({ peers: urls.slice(0, 104), vnodes: 10_000, hash })
+  const p = new Peer({ self: 'http://10.1.0.0:3000', peers: urls.slice(0, 2), vnodes: 10_000, hash })
+  try {
+    // 104 x 10,000 = 1,040,000 points: under the line, no warning.
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(warnings.length, 0)
+    // 105 x 10,000 = 1,050,000: over it. The pool is taken, and the warning says what it costs.
+    p.setPeers(urls.slice(0, 105))
+    assert.equal(p.peers.length, 105)
+    p.setPeers(urls)
+    const big = new Client({ peers: urls, vnodes: 10_000, hash })
+    await new Promise((resolve) => setImmediate(resolve))
+    await big.close()
+    assert.deepEqual(warnings.map((w) => w.code), ['FORWARDCACHE_LARGE_RING', 'FORWARDCACHE_LARGE_RING'], 'once for p, once for big')
+    assert.match(warnings[0]?.message ?? '', /^forwardcache: a ring of 1050000 points \(105 peers × 10000 vnodes\) takes about 0\.5 s to build/)
+  } finally {
+    process.off('warning', onWarning)
+    await small.close()
+    await p.destroy()
+  }
+})
+
 test('one failed forward counts once towards ejecting its owner, however many callers shared it', async () => {
   const origin = await startOrigin((_req, res) => {
     // Not shareable: each coalesced caller has to be served on its own.
