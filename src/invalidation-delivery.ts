@@ -247,8 +247,8 @@ export class InvalidationDelivery {
       const abandoned = replay.keys.length - replay.next
       if (abandoned > 0 && !this.#closed) {
         failed += abandoned
-        this.#o.counters.add('invalidationErrors', abandoned)
-        // Not forgotten: they are sent again once it answers, as any DELETE that failed.
+        // Not forgotten: they are sent again once it answers, as any DELETE that failed. Never
+        // sent, they are no errors: one counts in invalidationErrors if that later send fails.
         for (let i = replay.next; i < replay.keys.length; i++) this.#owe(peer, replay.keys[i] as string)
       }
       // What failed during a replay that did not give up is sent at once, and the peer stays
