@@ -13,7 +13,7 @@ export {
   StalledReaderError
 } from './errors.js'
 export { channels } from './observe/channels.js'
-export type { HitMessage, MissMessage, ForwardMessage, ForwardErrorMessage, StoreMessage, EvictMessage, ReplayMessage } from './observe/channels.js'
+export type { HitMessage, MissMessage, ForwardMessage, ForwardErrorMessage, StoreMessage, EvictMessage, ReplayMessage, DeliveryMessage } from './observe/channels.js'
 export { ForbiddenAddressError, ForbiddenOriginError, type OriginRule } from './security/address-policy.js'
 export { DnsDiscovery, type DnsDiscoveryOptions, type DnsResolver, type PoolTarget } from './discovery/dns.js'
 export type { CacheStore } from './cache/second-tier.js'

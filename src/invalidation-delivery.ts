@@ -38,7 +38,7 @@ export interface DeliveryOptions {
   isEjected: (peer: string) => boolean
   /** Runs when the set of peers held off the ring (see holds()) changes. */
   onHeldChanged: () => void
-  /** This instance's URL for the replay channel ('' for a Client). */
+  /** This instance's URL for the replay and delivery channels ('' for a Client). */
   self: () => string
 }
 
@@ -353,6 +353,8 @@ export class InvalidationDelivery {
       retry.timer = undefined
     }
     let next = 0
+    let sent = 0
+    let failed = 0
     let failuresInARow = failedBefore
     const current = (): boolean => !this.#closed && this.#retries.get(peer) === retry
     const worker = async (): Promise<void> => {
@@ -360,9 +362,11 @@ export class InvalidationDelivery {
         const [key, seq] = owed[next++] as [string, number]
         this.#o.counters.add('invalidationReplays')
         if (await this.#sendDelete(peer, key, false)) {
+          sent++
           failuresInARow = 0
           this.#undelivered.delivered(peer, key, seq)
         } else {
+          failed++
           failuresInARow++
           // It left the pool meanwhile: kept for its return instead.
           if (!current()) this.#owe(peer, key)
@@ -373,6 +377,7 @@ export class InvalidationDelivery {
     for (let i = 0; i < Math.min(REPLAY_CONCURRENCY, owed.length); i++) workers.push(worker())
     await Promise.all(workers)
     retry.delivering = false
+    if (channels.delivery.hasSubscribers) channels.delivery.publish({ self: this.#o.self(), peer, sent, failed, remaining: this.#undelivered.count(peer) })
     if (!current()) return
     if (retry.readmitted) {
       // Readmitted while this ran: its failures were the peer's before it answered the probe.

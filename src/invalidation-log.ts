@@ -174,6 +174,11 @@ export class Undelivered {
     return this.#peers.has(peer)
   }
 
+  /** URLs `peer` is owed now. */
+  count (peer: string): number {
+    return this.#peers.get(peer)?.count ?? 0
+  }
+
   /**
    * Notes that the DELETE of `key` failed to reach `peer`. Returns the number of peers that,
    * to stay within the bounds, have just lost an invalidation for the first time since they

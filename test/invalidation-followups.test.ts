@@ -51,3 +51,32 @@ test('a replay that gives up counts in invalidationErrors only the DELETEs it se
     await server.close()
   }
 })
+
+interface DeliveryMessage { self: string, peer: string, sent: number, failed: number, remaining: number }
+
+test('forwardcache:delivery: one message per round of sending a peer the DELETEs that failed to reach it', { timeout: 20_000 }, async () => {
+  const origin = versionedPaths()
+  const server = await startOrigin(origin.route)
+  // Timed retries only (nothing else is sent to B): 20 ms, then 40 ms.
+  const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 20 })
+  const [a, b] = cluster.peers as [Peer, Peer]
+  const deliveries = collect<DeliveryMessage>('forwardcache:delivery', b.self)
+  try {
+    const [url] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`) as [string]
+    // The POST's DELETE and the first timed retry are refused; the second gets through.
+    const gate = deleteGate(cluster.servers[1] as http.Server, 2)
+    assert.equal((await send(a, url, 'POST')).status, 204)
+    await waitFor(() => gate.answered() === 1, 3000, 'the second timed retry')
+    await waitFor(() => deliveries.messages.length === 2, 3000, 'its message')
+    assert.deepEqual(deliveries.messages, [
+      { self: a.self, peer: b.self, sent: 0, failed: 1, remaining: 1 },
+      { self: a.self, peer: b.self, sent: 1, failed: 0, remaining: 0 }
+    ])
+    assert.equal(a.stats().invalidationErrors, 2)
+    assert.equal(a.stats().invalidationReplays, 2)
+  } finally {
+    deliveries.stop()
+    await cluster.close()
+    await server.close()
+  }
+})

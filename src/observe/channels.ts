@@ -11,6 +11,7 @@ import diagnosticsChannel from 'node:diagnostics_channel'
  * - `forwardcache:store`         { self, url, status, bytes }
  * - `forwardcache:evict`         { self, url, host, bytes }
  * - `forwardcache:replay`        { self, peer, sent, failed, complete }
+ * - `forwardcache:delivery`      { self, peer, sent, failed, remaining }
  */
 export const channels = {
   /** A request answered from a peer's cache; messages are HitMessage. */
@@ -29,7 +30,12 @@ export const channels = {
    */
   evict: diagnosticsChannel.channel('forwardcache:evict'),
   /** A peer back in the pool has been sent what it missed; messages are ReplayMessage. */
-  replay: diagnosticsChannel.channel('forwardcache:replay')
+  replay: diagnosticsChannel.channel('forwardcache:replay'),
+  /**
+   * A peer in the pool has been sent again the invalidations that failed to reach it (one
+   * round); messages are DeliveryMessage.
+   */
+  delivery: diagnosticsChannel.channel('forwardcache:delivery')
 } as const
 
 /**
@@ -55,3 +61,11 @@ export interface EvictMessage { self: string, url: string, host: string, bytes: 
  * may serve what they should have removed until that goes stale.
  */
 export interface ReplayMessage { self: string, peer: string, sent: number, failed: number, complete: boolean }
+/**
+ * `forwardcache:delivery`: one round of sending `peer`, in this instance's pool (`self`, '' for
+ * a Client), the invalidations that failed to reach it (on a readmission, a forward or DELETE
+ * to it that succeeded, or a timed retry): `sent` answered 2xx, `failed` not, and `remaining`
+ * the DELETEs still kept for it afterwards (failed again, or failed anew meanwhile; 0 when it
+ * left the pool meanwhile: those go with what it misses, to its replay).
+ */
+export interface DeliveryMessage { self: string, peer: string, sent: number, failed: number, remaining: number }
