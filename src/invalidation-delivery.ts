@@ -72,6 +72,16 @@ interface Replay {
   cancelled: boolean
 }
 
+/** What one #sendEach() did. */
+interface Round {
+  /** Keys the peer acknowledged (2xx). */
+  sent: number
+  /** Keys sent that failed. */
+  failed: number
+  /** Failures in a row at the end, those before included. */
+  failuresInARow: number
+}
+
 // What setPeers() runs when no peer has come back.
 const NOTHING_TO_REPLAY = (): void => {}
 
@@ -222,26 +232,16 @@ export class InvalidationDelivery {
     let sent = 0
     let failed = 0
     if (replay !== undefined) {
-      let failuresInARow = 0
-      const worker = async (): Promise<void> => {
-        while (!replay.cancelled && !this.#closed && failuresInARow < this.#o.ejectAfter && replay.next < replay.keys.length) {
-          const key = replay.keys[replay.next++] as string
-          replay.inFlight.add(key)
-          this.#o.counters.add('invalidationReplays')
-          const ok = await this.#sendDelete(peer, key, true)
-          replay.inFlight.delete(key)
-          if (ok) {
-            sent++
-            failuresInARow = 0
-          } else {
-            failed++
-            failuresInARow++
-          }
-        }
-      }
-      const workers: Array<Promise<void>> = []
-      for (let i = 0; i < Math.min(REPLAY_CONCURRENCY, replay.keys.length); i++) workers.push(worker())
-      await Promise.all(workers)
+      const round = await this.#sendEach(replay, replay.keys.length, 0, () => !replay.cancelled, async (i) => {
+        const key = replay.keys[i] as string
+        replay.inFlight.add(key)
+        const ok = await this.#sendDelete(peer, key, true)
+        replay.inFlight.delete(key)
+        return ok
+      })
+      sent = round.sent
+      failed = round.failed
+      const failuresInARow = round.failuresInARow
       // Left again meanwhile: what it did not get is logged again for its next return.
       if (replay.cancelled) return
       const abandoned = replay.keys.length - replay.next
@@ -262,6 +262,34 @@ export class InvalidationDelivery {
       if (owed || this.#held.has(peer)) void this.#deliver(peer, failuresInARow)
     }
     if (channels.replay.hasSubscribers) channels.replay.publish({ self: this.#o.self(), peer, sent, failed, complete: missed.complete })
+  }
+
+  /**
+   * What a replay and a delivery share: sends the keys from `cursor.next` up to `count`,
+   * REPLAY_CONCURRENCY at a time, while `go()` holds, and gives up after ejectAfter failures
+   * in a row (`failedBefore` of them already): a peer that is down would hold each one for
+   * peerTimeout. `sendOne(i)` sends the i-th key, true when the peer answered 2xx. `cursor.next`
+   * is the next key to send throughout, for a replay cancelled meanwhile.
+   */
+  async #sendEach (cursor: { next: number }, count: number, failedBefore: number, go: () => boolean, sendOne: (i: number) => Promise<boolean>): Promise<Round> {
+    const round: Round = { sent: 0, failed: 0, failuresInARow: failedBefore }
+    const worker = async (): Promise<void> => {
+      while (go() && !this.#closed && round.failuresInARow < this.#o.ejectAfter && cursor.next < count) {
+        const i = cursor.next++
+        this.#o.counters.add('invalidationReplays')
+        if (await sendOne(i)) {
+          round.sent++
+          round.failuresInARow = 0
+        } else {
+          round.failed++
+          round.failuresInARow++
+        }
+      }
+    }
+    const workers: Array<Promise<void>> = []
+    for (let i = 0; i < Math.min(REPLAY_CONCURRENCY, count - cursor.next); i++) workers.push(worker())
+    await Promise.all(workers)
+    return round
   }
 
   /**
@@ -352,32 +380,20 @@ export class InvalidationDelivery {
       clearTimeout(retry.timer)
       retry.timer = undefined
     }
-    let next = 0
-    let sent = 0
-    let failed = 0
-    let failuresInARow = failedBefore
     const current = (): boolean => !this.#closed && this.#retries.get(peer) === retry
-    const worker = async (): Promise<void> => {
-      while (current() && failuresInARow < this.#o.ejectAfter && next < owed.length) {
-        const [key, seq] = owed[next++] as [string, number]
-        this.#o.counters.add('invalidationReplays')
-        if (await this.#sendDelete(peer, key, false)) {
-          sent++
-          failuresInARow = 0
-          this.#undelivered.delivered(peer, key, seq)
-        } else {
-          failed++
-          failuresInARow++
-          // It left the pool meanwhile: kept for its return instead.
-          if (!current()) this.#owe(peer, key)
-        }
+    const round = await this.#sendEach({ next: 0 }, owed.length, failedBefore, current, async (i) => {
+      const [key, seq] = owed[i] as [string, number]
+      if (await this.#sendDelete(peer, key, false)) {
+        this.#undelivered.delivered(peer, key, seq)
+        return true
       }
-    }
-    const workers: Array<Promise<void>> = []
-    for (let i = 0; i < Math.min(REPLAY_CONCURRENCY, owed.length); i++) workers.push(worker())
-    await Promise.all(workers)
+      // It left the pool meanwhile: kept for its return instead.
+      if (!current()) this.#owe(peer, key)
+      return false
+    })
+    let failuresInARow = round.failuresInARow
     retry.delivering = false
-    if (channels.delivery.hasSubscribers) channels.delivery.publish({ self: this.#o.self(), peer, sent, failed, remaining: this.#undelivered.count(peer) })
+    if (channels.delivery.hasSubscribers) channels.delivery.publish({ self: this.#o.self(), peer, sent: round.sent, failed: round.failed, remaining: this.#undelivered.count(peer) })
     if (!current()) return
     if (retry.readmitted) {
       // Readmitted while this ran: its failures were the peer's before it answered the probe.
