@@ -157,7 +157,7 @@ export function cpuMicros (): number {
   return u.user + u.system
 }
 
-export type HelperRole = 'origin' | 'peer' | 'side'
+export type HelperRole = 'origin' | 'peer' | 'side' | 'fixed'
 
 /**
  * Node flags of every process the bench forks. The warning silenced here is the Peer's notice

@@ -7,6 +7,9 @@
  *   Commands: `count` (requests since the last reset), `reset`.
  * - `peer`: a forwardcache Peer behind `http.createServer(peer.handler())`, the owner in the
  *   forwarded-hit and hot-hit scenarios. Commands: `init` ({ peers, secret }), `stats`, `cpu`.
+ * - `fixed`: a node:http server that answers every request with the status 200, fields and
+ *   body it was given (`init` { headers, size }), doing nothing else: the owner B's exact bytes
+ *   at no cost, for bench/forward-split. Commands: `init`, `cpu`.
  * - `side`: one side of a split pair (SPLIT_PAIRS), in a heap of its own. Commands: `init`
  *   (a SideInit), `burst` ({ ms }: the request loop for that long, answered with its Tally).
  *   It does not listen; its hello carries an empty url.
@@ -113,6 +116,26 @@ async function peer (): Promise<void> {
   process.send?.({ hello: true, url: self })
 }
 
+async function fixed (): Promise<void> {
+  let headers: Record<string, string> = {}
+  let body: Buffer = Buffer.alloc(0)
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, headers)
+    res.end(body)
+  })
+  const url = await listen(server)
+  serveCommands({
+    init: (args) => {
+      const a = args as { headers: Record<string, string>, size: number }
+      headers = a.headers
+      body = bodyOf(a.size)
+      return true
+    },
+    cpu: cpuMicros
+  })
+  process.send?.({ hello: true, url })
+}
+
 async function side (): Promise<void> {
   let burst: ((ms: number) => Promise<Tally>) | undefined
   serveCommands({
@@ -151,6 +174,7 @@ const role = process.argv[2]
 if (role === 'origin') void origin()
 else if (role === 'peer') void peer()
 else if (role === 'side') void side()
+else if (role === 'fixed') void fixed()
 else {
   console.error(`unknown helper role ${String(role)}`)
   process.exit(2)
