@@ -61,7 +61,9 @@ export interface RouterOptions {
    */
   originConnectTimeout?: number | undefined
   /**
-   * Milliseconds to wait for an origin's response headers.
+   * Milliseconds to wait for an origin's response headers. For a request without a body
+   * (every GET and HEAD, and a bodyless request of another method), this is the whole wait
+   * for the final response, however many interim (1xx) responses come first.
    * @default 30000
    */
   originTimeout?: number | undefined

@@ -651,10 +651,18 @@ export abstract class Router extends Dispatcher {
     this.counters.add('originFetches')
     const unsafe = !SAFE_METHODS.has(method)
     const started = performance.now()
+    const headersTimeout = opts.headersTimeout ?? this.options.originTimeout
+    // undici starts its headers timer again at every interim (1xx) response, so an origin
+    // that sends 102s or 103s every few seconds and never a final answer would hold the caller
+    // for good. Without a body to upload, the whole wait is for headers, and a deadline on it
+    // is what headersTimeout means. With a body it would also count the upload, and is left
+    // to undici (0 turns the wait off, as in undici).
+    const bodyless = opts.body === undefined || opts.body === null
     const handler = new PassThroughHandler(sink, ctl, {
       onHeaders: () => this.counters.latency.origin.observe((performance.now() - started) / 1000),
       cacheStatus: `${CACHE_NAME}; fwd=method`,
       rawHeadersMatch: this.#ownsOrigin,
+      ...(bodyless && headersTimeout > 0 ? { headersTimeout } : {}),
       onStatus: (status, resHeaders) => {
         // RFC 9111 section 4.4: a non-error response to an unsafe method invalidates the URL,
         // and the Location and Content-Location URLs when they share its origin.
@@ -667,7 +675,7 @@ export abstract class Router extends Dispatcher {
         ...rest,
         // The peer's origin timeouts, unless the caller set its own for this request. They
         // are per-request options, so they hold for an origin Dispatcher of the user's too.
-        headersTimeout: rest.headersTimeout ?? this.options.originTimeout,
+        headersTimeout,
         bodyTimeout: rest.bodyTimeout ?? this.options.bodyTimeout,
         origin: url.origin,
         path: url.pathname + url.search,

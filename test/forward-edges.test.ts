@@ -462,3 +462,32 @@ test('HEAD requests forwarded to an owner reuse one connection, as GETs do', { t
     await origin.close()
   }
 })
+
+test('a bodyless unsafe request whose origin sends 102s and never a final answer fails at originTimeout; undici alone would wait for good', { timeout: 20_000 }, async () => {
+  const origin = await startOrigin()
+  const timers = new Set<NodeJS.Timeout>()
+  origin.route('/flood', (req, res) => {
+    req.resume()
+    // Each interim response restarts undici's own headers timer.
+    const timer = setInterval(() => res.writeProcessing(), 50)
+    timers.add(timer)
+    res.on('close', () => { clearInterval(timer); timers.delete(timer) })
+  })
+  const peer = new Peer({ self: 'http://127.0.0.1:1', originTimeout: 300 })
+  try {
+    await peer.ready
+    for (const method of ['DELETE', 'POST'] as const) {
+      const started = performance.now()
+      const err = await request(`${origin.url}/flood`, { dispatcher: peer, method, signal: AbortSignal.timeout(5000) })
+        .then(() => assert.fail(`${method}: answered`), (e: unknown) => e as Error & { code?: string })
+      assert.equal(err.code, 'UND_ERR_HEADERS_TIMEOUT', `${method}: ${String(err)}`)
+      // The deadline, not the test's 5 s guard.
+      assert.ok(performance.now() - started < 3000, `${method}: failed after ${Math.round(performance.now() - started)} ms`)
+    }
+    assert.equal(origin.count('/flood'), 2)
+  } finally {
+    for (const timer of timers) clearInterval(timer)
+    await peer.destroy()
+    await origin.close()
+  }
+})
