@@ -7,8 +7,9 @@ import type { Counters } from './stats.js'
 const LOG_CHARS_PER_KEY = 512
 // Peers whose leaving is remembered, for the invalidations they miss. A pool changes by a few
 // peers at a time; past this many departures, the ones that left first are most likely gone
-// for good (a replaced pod's address), and one that does come back is taken for a new peer
-// (counted as a gap, as what it missed cannot be known: InvalidationLog.rejoined()).
+// for good (a replaced pod's address), and one that does come back is taken for a new peer.
+// It counts no gap: since the two cannot be told apart, a pool that has replaced more than this
+// many pods would count one for every new pod of every rollout (tried, and reverted).
 const MAX_DEPARTED = 1024
 // Invalidations in flight at once to one peer that came back: enough to send thousands in a
 // second or two, few enough to leave that peer's handler to its callers.

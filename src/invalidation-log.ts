@@ -2,15 +2,9 @@
 export interface Missed {
   /** URLs (cache keys) invalidated while it was out, oldest first, each once. Read only: peers back together share it. */
   readonly keys: readonly string[]
-  /**
-   * False when the log no longer reaches back to when it left: some were forgotten. Also false
-   * for a peer whose leaving may have been forgotten (then with no keys).
-   */
+  /** False when the log no longer reaches back to when it left: some were forgotten. */
   readonly complete: boolean
 }
-
-// What a peer whose leaving may have been forgotten missed, as far as the log can tell.
-const FORGOTTEN: Missed = { keys: [], complete: false }
 
 /**
  * The sender's side of pool-wide invalidation for peers that were not in the pool when it
@@ -34,10 +28,6 @@ export class InvalidationLog {
   #forgottenUpTo = 0
   // Peer -> the sequence when it left, in order of leaving.
   readonly #departed = new Map<string, number>()
-  // Departures dropped past maxDeparted that no unknown peer's return has been counted for
-  // yet, and the sequence when the earliest of them left.
-  #forgotten = 0
-  #forgottenSince = 0
   // The keys handed to the last peer back, while nothing has been added since: peers that
   // left and came back together (one DNS answer) share one array instead of one each.
   #lastSince = -1
@@ -94,11 +84,9 @@ export class InvalidationLog {
     this.#departed.set(peer, this.#sequence)
     if (this.#departed.size > this.#maxDeparted) {
       // The peer that left longest ago: most likely one that is gone for good (a replaced
-      // pod's address). Should it come back, it is taken for a new peer, and counted as a gap
-      // (rejoined()).
-      const [first, since] = this.#departed.entries().next().value as [string, number]
+      // pod's address). Should it come back, it is taken for a new peer.
+      const first = this.#departed.keys().next().value as string
       this.#departed.delete(first)
-      if (this.#forgotten++ === 0) this.#forgottenSince = since
       this.#trim()
     }
   }
@@ -106,21 +94,10 @@ export class InvalidationLog {
   /**
    * What `peer`, back in the pool, missed while it was out; undefined when its leaving is
    * not remembered (a new peer, or one that left before maxDeparted others did).
-   *
-   * A peer not remembered may be one whose leaving was forgotten: while some forgotten
-   * departure has not been accounted for and something was invalidated since the earliest of
-   * them, it gets no keys and `complete: false` (a gap), one such peer per departure
-   * forgotten. Most are likely new peers (a replaced pod's address); counting each forgotten
-   * departure once keeps the gaps no fewer than the returns that really missed something,
-   * without one for every peer that joins from then on.
    */
   rejoined (peer: string): Missed | undefined {
     const since = this.#departed.get(peer)
-    if (since === undefined) {
-      if (this.#forgotten === 0 || this.#sequence <= this.#forgottenSince) return undefined
-      this.#forgotten--
-      return FORGOTTEN
-    }
+    if (since === undefined) return undefined
     this.#departed.delete(peer)
     let keys = this.#lastKeys
     if (since !== this.#lastSince || this.#lastAt !== this.#sequence) {

@@ -28,7 +28,7 @@ export interface ClientStats {
   invalidationErrors: number
   /** Invalidations sent again: to peers that came back to the pool, or that a DELETE failed to reach. */
   invalidationReplays: number
-  /** Times invalidations owed to a peer were forgotten to stay within `invalidationLogSize` (or with its departure, past 1,024); see PeerStats. */
+  /** Times invalidations owed to a peer were forgotten to stay within `invalidationLogSize`. */
   invalidationGaps: number
 }
 
@@ -83,13 +83,6 @@ export interface PeerStats {
    * return), or a peer whose failed DELETEs were dropped from the set kept to send again (once
    * until it owes nothing again). That peer may serve what the forgotten invalidations should
    * have removed, until it goes stale.
-   *
-   * Departures are remembered for the last 1,024 peers to leave. A peer joining that is not
-   * remembered may be one whose departure was forgotten, and what it missed cannot be told:
-   * when a departure has been forgotten and something was invalidated since, such a peer
-   * counts one gap, at most one per departure forgotten (a new peer may take the count of a
-   * forgotten one that never comes back, so a rollout that replaces addresses past that can
-   * count gaps where nothing stale is).
    */
   invalidationGaps: number
   /** Bytes held in the cache now (bodies, headers and bookkeeping). */

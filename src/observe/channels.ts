@@ -58,9 +58,7 @@ export interface EvictMessage { self: string, url: string, host: string, bytes: 
  * has been sent the invalidations it missed while it was out: `sent` answered, `failed` not
  * (failed, refused, or given up after ejectAfter failures in a row). `complete` is false when
  * the log no longer reached back to when it left: older invalidations were forgotten, and it
- * may serve what they should have removed until that goes stale. It is also published, with
- * nothing sent and `complete: false`, for a joining peer whose departure may be one of those
- * forgotten past the last 1,024 (see `invalidationGaps`).
+ * may serve what they should have removed until that goes stale.
  */
 export interface ReplayMessage { self: string, peer: string, sent: number, failed: number, complete: boolean }
 /**

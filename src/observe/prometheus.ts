@@ -64,7 +64,7 @@ export function renderPeerMetrics (s: PeerStats, latencies: Latencies, peers: { 
   e.metric('forwardcache_pass_through_total', 'counter', 'Non-GET/HEAD requests passed to origins.', [[{}, s.passThrough]])
   e.metric('forwardcache_invalidation_errors_total', 'counter', 'Invalidations sent to peers that failed or were refused.', [[{}, s.invalidationErrors]])
   e.metric('forwardcache_invalidation_replays_total', 'counter', 'Invalidations sent again to peers that came back to the pool or that a DELETE failed to reach.', [[{}, s.invalidationReplays]])
-  e.metric('forwardcache_invalidation_gaps_total', 'counter', 'Times invalidations owed to a peer were forgotten to stay within invalidationLogSize (or with its departure, past 1024).', [[{}, s.invalidationGaps]])
+  e.metric('forwardcache_invalidation_gaps_total', 'counter', 'Times invalidations owed to a peer were forgotten to stay within invalidationLogSize.', [[{}, s.invalidationGaps]])
   e.metric('forwardcache_cache_bytes', 'gauge', 'Bytes held in the cache.', [[{}, s.cacheBytes]])
   e.metric('forwardcache_cache_entries', 'gauge', 'Responses held in the cache.', [[{}, s.cacheEntries]])
   e.metric('forwardcache_cache_hosts', 'gauge', 'Origin hosts with cached responses.', [[{}, s.hosts]])
