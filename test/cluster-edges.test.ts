@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import { request, type Dispatcher } from 'undici'
 import type { Peer } from '../src/index.js'
 import { startOrigin } from './helpers/origin.js'
-import { ownedBy, startLocalPeers, stopServer, waitFor } from './helpers/peers.js'
+import { ownedBy, startLocalPeers, stopServer, waitFor, withCluster } from './helpers/peers.js'
 
 // Where peers meet: requests coalesced on a non-owner, answers from something in front of the
 // owner's handler, invalidations that must reach every peer (hot copies, an ejected owner),
@@ -91,10 +91,7 @@ test('a non-owner coalesces only requests that ask the same of the owner\'s cach
 })
 
 test('an owner whose http server answers 431 without forwardcache\'s fields is a hop failure: the asking peer fetches the origin itself and does not eject the owner', { timeout: 20_000 }, async () => {
-  const origin = await startOrigin()
-  const cluster = await startLocalPeers(2, { hotSize: 0, ejectAfter: 2 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, ejectAfter: 2 } }, async ({ origin, peers: [a, b] }) => {
     // An ordinary percent-encoded query: about 12.6 KB on the origin's request line, but the
     // hop spells the URL again inside q= (each % as %25), past node:http's 16 KiB header limit.
     const euro = '%E2%82%AC'.repeat(1400)
@@ -115,18 +112,12 @@ test('an owner whose http server answers 431 without forwardcache\'s fields is a
     assert.match(String(r.headers['cache-status']), /fwd=uri-miss/)
     assert.equal(b.stats().servedForPeers, 1)
     assert.equal(origin.count(), 4)
-  } finally {
-    await cluster.close()
-    await origin.close()
-  }
+  })
 })
 
 test('a POST through one non-owner drops the hot copies a third peer keeps, not only the owner\'s entry', { timeout: 20_000 }, async () => {
   const versions = versioned()
-  const origin = await startOrigin(versions.route)
-  const cluster = await startLocalPeers(3, { hotThreshold: 2 })
-  const [a, b, c] = cluster.peers as [Peer, Peer, Peer]
-  try {
+  await withCluster({ peers: 3, options: { hotThreshold: 2 }, route: versions.route }, async ({ origin, peers: [a, b, c] }) => {
     const [url] = ownedBy(a, b.self, (i) => `${origin.url}/doc/${i}`) as [string]
     // C asks often enough to keep a hot copy, and answers from it.
     for (let i = 0; i < 2; i++) assert.equal((await get(c, url)).body, 'v1')
@@ -143,10 +134,7 @@ test('a POST through one non-owner drops the hot copies a third peer keeps, not 
     assert.equal((await get(b, url)).body, 'v2', 'the owner dropped its entry')
     await waitFor(async () => (await get(c, url)).body === 'v2', 3000, 'C to answer v2 after the POST through A')
     assert.equal(gets(origin.log, pathOf(url)), 2, 'v1 once, v2 once: C\'s new answer came from the owner\'s store')
-  } finally {
-    await cluster.close()
-    await origin.close()
-  }
+  })
 })
 
 test('a PUT while the owner is ejected reaches it too: readmitted, it does not serve the pre-PUT copy', { timeout: 20_000 }, async () => {
@@ -195,10 +183,7 @@ test('a PUT while the owner is ejected reaches it too: readmitted, it does not s
 })
 
 test('an only-if-cached request whose owner is unreachable gets a 504 from the asking peer, and the origin is not asked', { timeout: 20_000 }, async () => {
-  const origin = await startOrigin()
-  const cluster = await startLocalPeers(2, { hotSize: 0 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0 } }, async ({ origin, cluster, peers: [a, b] }) => {
     const [url] = ownedBy(a, b.self, (i) => `${origin.url}/r/${i}`) as [string]
     const onlyIfCached = { 'cache-control': 'only-if-cached' }
     // The owner's own answer, for comparison.
@@ -218,8 +203,5 @@ test('an only-if-cached request whose owner is unreachable gets a 504 from the a
     assert.equal(plain.status, 200)
     assert.match(String(plain.headers['cache-status']), /fwd=bypass; detail=owner-unavailable/)
     assert.equal(origin.count(), 1)
-  } finally {
-    await cluster.close()
-    await origin.close()
-  }
+  })
 })

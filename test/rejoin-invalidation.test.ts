@@ -5,9 +5,8 @@ import type http from 'node:http'
 import { test } from 'node:test'
 import { Client, DnsDiscovery, Peer, type DnsResolver } from '../src/index.js'
 import { InvalidationLog } from '../src/invalidation-log.js'
-import { startOrigin } from './helpers/origin.js'
 import { pathOf, send, versionedPaths } from './helpers/versioned.js'
-import { deferred, ownedBy, startLocalPeers } from './helpers/peers.js'
+import { deferred, ownedBy, withCluster } from './helpers/peers.js'
 
 // A successful unsafe request invalidates its URL on every peer of the pool. A peer that was
 // out of the asking peer's pool at that moment (one DNS answer without it, a setPeers() that
@@ -38,10 +37,7 @@ function nextReplay (self: string, peer: string, ms = 3000): Promise<ReplayMessa
 
 test('a peer out of the pool when a POST invalidated a URL it stores does not serve the old body once it is back', { timeout: 20_000 }, async () => {
   const origin = versionedPaths()
-  const server = await startOrigin(origin.route)
-  const cluster = await startLocalPeers(2, { hotSize: 0 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0 }, route: origin.route }, async ({ origin: server, peers: [a, b] }) => {
     const [url] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`) as [string]
     const path = pathOf(url)
     assert.equal((await send(a, url)).body, `${path} v1`, 'B, the owner, stores v1')
@@ -65,19 +61,13 @@ test('a peer out of the pool when a POST invalidated a URL it stores does not se
     assert.equal(stats.invalidationReplays, 1)
     assert.equal(stats.invalidationGaps, 0)
     assert.equal(stats.invalidationErrors, 0)
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 test('signed with a secret, the missed invalidations of the URL and its Content-Location are sent, once each however often they happened', { timeout: 20_000 }, async () => {
-  const cluster = await startLocalPeers(2, { hotSize: 0, secret: 'a-secret-of-sixteen-chars' })
-  const [a, b] = cluster.peers as [Peer, Peer]
   const related = new Map<string, string>()
   const origin = versionedPaths(related)
-  const server = await startOrigin(origin.route)
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, secret: 'a-secret-of-sixteen-chars' }, route: origin.route }, async ({ origin: server, peers: [a, b] }) => {
     const [doc, view] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
     related.set(pathOf(doc), pathOf(view))
     for (const url of [doc, view]) assert.equal((await send(a, url)).body, `${pathOf(url)} v1`)
@@ -91,18 +81,12 @@ test('signed with a secret, the missed invalidations of the URL and its Content-
     assert.equal((await send(b, view)).body, `${pathOf(view)} v4`)
     assert.equal(a.stats().invalidationReplays, 2)
     assert.equal(a.stats().invalidationErrors, 0, 'B accepted the signatures')
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 test('a peer that comes back after more invalidations than the log keeps is sent the newest, and counted as a gap', { timeout: 20_000 }, async () => {
   const origin = versionedPaths()
-  const server = await startOrigin(origin.route)
-  const cluster = await startLocalPeers(2, { hotSize: 0, invalidationLogSize: 2 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, invalidationLogSize: 2 }, route: origin.route }, async ({ origin: server, peers: [a, b] }) => {
     const urls = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 3)
     for (const url of urls) await send(a, url)
     a.setPeers([a.self])
@@ -116,10 +100,7 @@ test('a peer that comes back after more invalidations than the log keeps is sent
     assert.equal((await send(b, oldest)).body, `${pathOf(oldest)} v1`)
     assert.equal(a.stats().invalidationGaps, 1)
     assert.equal(a.stats().invalidationReplays, 2)
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 /**
@@ -156,76 +137,67 @@ function gateDeletes (server: http.Server, ms = 3000): { release: () => void, an
 
 test('a peer that comes back takes its keys back only once it has been sent what it missed', { timeout: 20_000 }, async () => {
   const origin = versionedPaths()
-  const server = await startOrigin(origin.route)
-  const cluster = await startLocalPeers(2, { hotSize: 0 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  const gate = gateDeletes(cluster.servers[1] as http.Server)
-  try {
-    const [url] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`) as [string]
-    const path = pathOf(url)
-    await send(a, url)
-    a.setPeers([a.self])
-    await send(a, url, 'POST')
-    const replayed = nextReplay(a.self, b.self)
-    a.setPeers([a.self, b.self])
-    await gate.arrived()
-    // B has not dropped v1 yet: A keeps the URL, as it did while B was out.
-    assert.equal((await send(a, url)).body, `${path} v2`)
-    assert.equal(b.stats().servedForPeers, 1, 'A did not forward to B')
-    assert.equal(a.stats().localHits + a.stats().misses, 1, 'A served it as owner')
-    gate.release()
-    assert.deepEqual(await replayed, { self: a.self, peer: b.self, sent: 1, failed: 0, complete: true })
-    assert.equal((await send(a, url)).body, `${path} v2`)
-    assert.equal(b.stats().servedForPeers, 2, 'B owns it again, and refilled it')
-    assert.equal(origin.gets(path), 3)
-  } finally {
-    gate.release()
-    await cluster.close()
-    await server.close()
-  }
+  await withCluster({ peers: 2, options: { hotSize: 0 }, route: origin.route }, async ({ origin: server, cluster, peers: [a, b] }) => {
+    const gate = gateDeletes(cluster.servers[1] as http.Server)
+    try {
+      const [url] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`) as [string]
+      const path = pathOf(url)
+      await send(a, url)
+      a.setPeers([a.self])
+      await send(a, url, 'POST')
+      const replayed = nextReplay(a.self, b.self)
+      a.setPeers([a.self, b.self])
+      await gate.arrived()
+      // B has not dropped v1 yet: A keeps the URL, as it did while B was out.
+      assert.equal((await send(a, url)).body, `${path} v2`)
+      assert.equal(b.stats().servedForPeers, 1, 'A did not forward to B')
+      assert.equal(a.stats().localHits + a.stats().misses, 1, 'A served it as owner')
+      gate.release()
+      assert.deepEqual(await replayed, { self: a.self, peer: b.self, sent: 1, failed: 0, complete: true })
+      assert.equal((await send(a, url)).body, `${path} v2`)
+      assert.equal(b.stats().servedForPeers, 2, 'B owns it again, and refilled it')
+      assert.equal(origin.gets(path), 3)
+    } finally {
+      gate.release()
+    }
+  })
 })
 
 test('a peer that leaves again before its replay ends gets all of it when it comes back next', { timeout: 20_000 }, async () => {
   const origin = versionedPaths()
-  const server = await startOrigin(origin.route)
-  const cluster = await startLocalPeers(2, { hotSize: 0 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  const gate = gateDeletes(cluster.servers[1] as http.Server)
-  try {
-    // More than the four sent at once: some are in flight, some not sent yet, when B leaves.
-    const urls = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 6)
-    for (const url of urls) await send(a, url)
-    a.setPeers([a.self])
-    for (const url of urls) await send(a, url, 'POST')
-    a.setPeers([a.self, b.self])
-    await gate.arrived()
-    a.setPeers([a.self])
-    gate.answer(503)
-    const replayed = nextReplay(a.self, b.self)
-    gate.release()
-    a.setPeers([a.self, b.self])
-    assert.deepEqual(await replayed, { self: a.self, peer: b.self, sent: 6, failed: 0, complete: true })
-    for (const url of urls) assert.equal((await send(b, url)).body, `${pathOf(url)} v2`)
-  } finally {
-    gate.release()
-    await cluster.close()
-    await server.close()
-  }
+  await withCluster({ peers: 2, options: { hotSize: 0 }, route: origin.route }, async ({ origin: server, cluster, peers: [a, b] }) => {
+    const gate = gateDeletes(cluster.servers[1] as http.Server)
+    try {
+      // More than the four sent at once: some are in flight, some not sent yet, when B leaves.
+      const urls = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 6)
+      for (const url of urls) await send(a, url)
+      a.setPeers([a.self])
+      for (const url of urls) await send(a, url, 'POST')
+      a.setPeers([a.self, b.self])
+      await gate.arrived()
+      a.setPeers([a.self])
+      gate.answer(503)
+      const replayed = nextReplay(a.self, b.self)
+      gate.release()
+      a.setPeers([a.self, b.self])
+      assert.deepEqual(await replayed, { self: a.self, peer: b.self, sent: 6, failed: 0, complete: true })
+      for (const url of urls) assert.equal((await send(b, url)).body, `${pathOf(url)} v2`)
+    } finally {
+      gate.release()
+    }
+  })
 })
 
 test('invalidations a peer refuses are counted as errors; a replay gives up after ejectAfter in a row and the peer joins the ring', { timeout: 20_000 }, async () => {
   const origin = versionedPaths()
-  const server = await startOrigin(origin.route)
-  const cluster = await startLocalPeers(2, { hotSize: 0, ejectAfter: 2 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  const bServer = cluster.servers[1] as http.Server
-  const handler = bServer.listeners('request')[0] as http.RequestListener
-  bServer.removeAllListeners('request')
-  bServer.on('request', (req, res) => {
-    if (req.method === 'DELETE') res.writeHead(500).end()
-    else handler(req, res)
-  })
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, ejectAfter: 2 }, route: origin.route }, async ({ origin: server, cluster, peers: [a, b] }) => {
+    const bServer = cluster.servers[1] as http.Server
+    const handler = bServer.listeners('request')[0] as http.RequestListener
+    bServer.removeAllListeners('request')
+    bServer.on('request', (req, res) => {
+      if (req.method === 'DELETE') res.writeHead(500).end()
+      else handler(req, res)
+    })
     const urls = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 10)
     const [inPool, ...missed] = urls as [string, ...string[]]
     assert.equal((await send(a, inPool, 'POST')).status, 204, 'the owner\'s refusal does not fail the POST')
@@ -247,50 +219,44 @@ test('invalidations a peer refuses are counted as errors; a replay gives up afte
     assert.match(a.metrics(), /forwardcache_invalidation_replays_total 5\n/)
     await send(a, inPool)
     assert.equal(b.stats().servedForPeers, 1, 'B is on the ring again')
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 test('DNS discovery: a peer missing from one answer is sent what it missed when the next lists it; so does a Client', { timeout: 20_000 }, async () => {
   const origin = versionedPaths()
-  const server = await startOrigin(origin.route)
-  const cluster = await startLocalPeers(2, { hotSize: 0 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  const client = new Client({ peers: [a.self, b.self] })
-  const records = (urls: string[]): dns.SrvRecord[] => urls.map((u) => ({ name: '127.0.0.1', port: Number(new URL(u).port), priority: 0, weight: 0 }))
-  let answer = records([a.self, b.self])
-  const resolver: DnsResolver = {
-    resolve4: async () => [],
-    resolve6: async () => [],
-    resolveSrv: async () => answer
-  }
-  const discoveries = [a, client].map((target) => new DnsDiscovery(target, { name: '_http._tcp.cache', srv: true, resolver, interval: 3_600_000 }))
-  try {
-    await client.ready
-    for (const d of discoveries) await d.start()
-    const [viaPeer, viaClient] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
-    for (const url of [viaPeer, viaClient]) await send(a, url)
+  await withCluster({ peers: 2, options: { hotSize: 0 }, route: origin.route }, async ({ origin: server, peers: [a, b] }) => {
+    const client = new Client({ peers: [a.self, b.self] })
+    const records = (urls: string[]): dns.SrvRecord[] => urls.map((u) => ({ name: '127.0.0.1', port: Number(new URL(u).port), priority: 0, weight: 0 }))
+    let answer = records([a.self, b.self])
+    const resolver: DnsResolver = {
+      resolve4: async () => [],
+      resolve6: async () => [],
+      resolveSrv: async () => answer
+    }
+    const discoveries = [a, client].map((target) => new DnsDiscovery(target, { name: '_http._tcp.cache', srv: true, resolver, interval: 3_600_000 }))
+    try {
+      await client.ready
+      for (const d of discoveries) await d.start()
+      const [viaPeer, viaClient] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
+      for (const url of [viaPeer, viaClient]) await send(a, url)
 
-    answer = records([a.self])
-    for (const d of discoveries) await d.refresh()
-    assert.deepEqual(client.peers, [a.self])
-    await send(a, viaPeer, 'POST')
-    await send(client, viaClient, 'POST')
-    const replays = [nextReplay(a.self, b.self), nextReplay('', b.self)]
-    answer = records([a.self, b.self])
-    for (const d of discoveries) await d.refresh()
-    for (const m of await Promise.all(replays)) assert.deepEqual({ ...m, self: undefined }, { self: undefined, peer: b.self, sent: 1, failed: 0, complete: true })
-    assert.equal((await send(b, viaPeer)).body, `${pathOf(viaPeer)} v2`)
-    assert.equal((await send(b, viaClient)).body, `${pathOf(viaClient)} v2`)
-    assert.equal(client.stats().invalidationReplays, 1)
-  } finally {
-    for (const d of discoveries) d.stop()
-    await client.destroy()
-    await cluster.close()
-    await server.close()
-  }
+      answer = records([a.self])
+      for (const d of discoveries) await d.refresh()
+      assert.deepEqual(client.peers, [a.self])
+      await send(a, viaPeer, 'POST')
+      await send(client, viaClient, 'POST')
+      const replays = [nextReplay(a.self, b.self), nextReplay('', b.self)]
+      answer = records([a.self, b.self])
+      for (const d of discoveries) await d.refresh()
+      for (const m of await Promise.all(replays)) assert.deepEqual({ ...m, self: undefined }, { self: undefined, peer: b.self, sent: 1, failed: 0, complete: true })
+      assert.equal((await send(b, viaPeer)).body, `${pathOf(viaPeer)} v2`)
+      assert.equal((await send(b, viaClient)).body, `${pathOf(viaClient)} v2`)
+      assert.equal(client.stats().invalidationReplays, 1)
+    } finally {
+      for (const d of discoveries) d.stop()
+      await client.destroy()
+    }
+  })
 })
 
 test('the invalidation log: nothing logged while no peer is out, bounded by entries and by characters, freed when everyone is back', () => {

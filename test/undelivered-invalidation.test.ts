@@ -2,22 +2,18 @@ import assert from 'node:assert/strict'
 import type http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { test } from 'node:test'
-import { Client, type Peer } from '../src/index.js'
+import { Client } from '../src/index.js'
 import { Undelivered } from '../src/invalidation-log.js'
-import { startOrigin } from './helpers/origin.js'
 import { deleteGate, pathOf, send, versionedPaths } from './helpers/versioned.js'
-import { listen, ownedBy, startBlackhole, startLocalPeers, stopServer, waitFor } from './helpers/peers.js'
+import { listen, ownedBy, startBlackhole, stopServer, waitFor, withCluster } from './helpers/peers.js'
 
 // A successful unsafe request invalidates its URL on every peer of the pool. A DELETE that
 // failed to reach a peer in the pool (its server briefly down, a reset, a 5xx) was counted in
 // invalidationErrors and forgotten: that peer served the invalidated entry until it went stale.
 
 test('a DELETE that failed to reach the owner is sent again once a forward to it succeeds', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths().route)
   // A long ejectBackoff: no timed retry before the forward shows B answering.
-  const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 60_000 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, ejectBackoff: 60_000 }, route: versionedPaths().route }, async ({ origin: server, cluster, peers: [a, b] }) => {
     const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
     assert.equal((await send(a, url)).body, `${pathOf(url)} v1`, 'B, the owner, stores v1')
     const gate = deleteGate(cluster.servers[1] as http.Server, 1)
@@ -34,74 +30,62 @@ test('a DELETE that failed to reach the owner is sent again once a forward to it
     assert.equal(stats.invalidationReplays, 1)
     assert.equal(stats.invalidationErrors, 1)
     assert.equal(stats.invalidationGaps, 0)
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 test('an owner that was down and ejected is sent the DELETEs it missed when a probe readmits it, before it takes its keys back', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths().route)
-  const cluster = await startLocalPeers(2, { hotSize: 0, ejectAfter: 1, ejectBackoff: 50 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  let restarted: http.Server | undefined
-  try {
-    const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
-    assert.equal((await send(a, url)).body, `${pathOf(url)} v1`)
-    const port = (cluster.servers[1]?.address() as AddressInfo).port
+  await withCluster({ peers: 2, options: { hotSize: 0, ejectAfter: 1, ejectBackoff: 50 }, route: versionedPaths().route }, async ({ origin: server, cluster, peers: [a, b] }) => {
+    let restarted: http.Server | undefined
+    try {
+      const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
+      assert.equal((await send(a, url)).body, `${pathOf(url)} v1`)
+      const port = (cluster.servers[1]?.address() as AddressInfo).port
 
-    // B's server goes down: the forward fails and B is ejected. The POST's DELETE is not sent
-    // to an ejected peer: it is owed to B at once.
-    await stopServer(cluster.servers[1] as http.Server)
-    assert.equal((await send(a, other)).status, 200, 'from the origin')
-    assert.deepEqual(a.ejectedPeers, [b.self])
-    assert.equal((await send(a, url, 'POST')).status, 204)
-    assert.equal(a.stats().invalidationErrors, 0)
+      // B's server goes down: the forward fails and B is ejected. The POST's DELETE is not sent
+      // to an ejected peer: it is owed to B at once.
+      await stopServer(cluster.servers[1] as http.Server)
+      assert.equal((await send(a, other)).status, 200, 'from the origin')
+      assert.deepEqual(a.ejectedPeers, [b.self])
+      assert.equal((await send(a, url, 'POST')).status, 204)
+      assert.equal(a.stats().invalidationErrors, 0)
 
-    // The same peer, on the same port again, with its cache as it was.
-    restarted = (await listen(b.handler(), port)).server
-    await waitFor(() => a.ejectedPeers.length === 0 && a.ownerOf(url) === b.self, 5000, 'B readmitted and back on the ring')
-    assert.equal(a.stats().invalidationReplays, 1)
-    assert.equal((await send(a, url)).body, `${pathOf(url)} v2`, 'B, owner again, dropped v1')
-    assert.equal(b.stats().servedForPeers, 2)
-    assert.equal((await send(b, url)).body, `${pathOf(url)} v2`)
-  } finally {
-    await cluster.close()
-    if (restarted !== undefined) await stopServer(restarted)
-    await server.close()
-  }
+      // The same peer, on the same port again, with its cache as it was.
+      restarted = (await listen(b.handler(), port)).server
+      await waitFor(() => a.ejectedPeers.length === 0 && a.ownerOf(url) === b.self, 5000, 'B readmitted and back on the ring')
+      assert.equal(a.stats().invalidationReplays, 1)
+      assert.equal((await send(a, url)).body, `${pathOf(url)} v2`, 'B, owner again, dropped v1')
+      assert.equal(b.stats().servedForPeers, 2)
+      assert.equal((await send(b, url)).body, `${pathOf(url)} v2`)
+    } finally {
+      if (restarted !== undefined) await stopServer(restarted)
+    }
+  })
 })
 
 test('a Client: a DELETE that failed is sent again with the next one that succeeds', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths().route)
-  const cluster = await startLocalPeers(2, { hotSize: 0 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  const client = new Client({ peers: [a.self, b.self], ejectBackoff: 60_000 })
-  try {
-    await client.ready
-    const [url, later] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
-    assert.equal((await send(client, url)).body, `${pathOf(url)} v1`)
-    const gate = deleteGate(cluster.servers[1] as http.Server, 1)
-    assert.equal((await send(client, url, 'POST')).status, 204)
-    assert.equal(client.stats().invalidationErrors, 1)
+  await withCluster({ peers: 2, options: { hotSize: 0 }, route: versionedPaths().route }, async ({ origin: server, cluster, peers: [a, b] }) => {
+    const client = new Client({ peers: [a.self, b.self], ejectBackoff: 60_000 })
+    try {
+      await client.ready
+      const [url, later] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
+      assert.equal((await send(client, url)).body, `${pathOf(url)} v1`)
+      const gate = deleteGate(cluster.servers[1] as http.Server, 1)
+      assert.equal((await send(client, url, 'POST')).status, 204)
+      assert.equal(client.stats().invalidationErrors, 1)
 
-    // Another URL's invalidation reaches B: so does the one that failed.
-    assert.equal((await send(client, later, 'POST')).status, 204)
-    await waitFor(() => gate.answered() === 2, 3000, 'the failed DELETE sent again to B')
-    assert.equal((await send(b, url)).body, `${pathOf(url)} v2`)
-    assert.equal(client.stats().invalidationReplays, 1)
-  } finally {
-    await client.destroy()
-    await cluster.close()
-    await server.close()
-  }
+      // Another URL's invalidation reaches B: so does the one that failed.
+      assert.equal((await send(client, later, 'POST')).status, 204)
+      await waitFor(() => gate.answered() === 2, 3000, 'the failed DELETE sent again to B')
+      assert.equal((await send(b, url)).body, `${pathOf(url)} v2`)
+      assert.equal(client.stats().invalidationReplays, 1)
+    } finally {
+      await client.destroy()
+    }
+  })
 })
 
 test('with no other traffic to the peer, a timed retry delivers; the attempts are bounded, and a later forward still delivers', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths().route)
-  const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 10 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, ejectBackoff: 10 }, route: versionedPaths().route }, async ({ origin: server, cluster, peers: [a, b] }) => {
     const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
     await send(a, url)
     const gate = deleteGate(cluster.servers[1] as http.Server, 1)
@@ -121,18 +105,12 @@ test('with no other traffic to the peer, a timed retry delivers; the attempts ar
     await send(a, other)
     await waitFor(() => gate.answered() === 2, 3000, 'delivery after the forward')
     assert.equal((await send(b, url)).body, `${pathOf(url)} v3`)
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 for (const how of ['close', 'destroy'] as const) {
   test(`${how}() stops the timed retries`, { timeout: 20_000 }, async () => {
-    const server = await startOrigin(versionedPaths().route)
-    const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 20 })
-    const [a, b] = cluster.peers as [Peer, Peer]
-    try {
+    await withCluster({ peers: 2, options: { hotSize: 0, ejectBackoff: 20 }, route: versionedPaths().route }, async ({ origin: server, cluster, peers: [a, b] }) => {
       const [url] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`) as [string]
       const gate = deleteGate(cluster.servers[1] as http.Server, Infinity)
       await send(a, url, 'POST')
@@ -140,18 +118,12 @@ for (const how of ['close', 'destroy'] as const) {
       await a[how]()
       await new Promise((resolve) => setTimeout(resolve, 200))
       assert.equal(gate.refused(), 1, 'no retry after close')
-    } finally {
-      await cluster.close()
-      await server.close()
-    }
+    })
   })
 }
 
 test('undelivered invalidations are bounded by invalidationLogSize; what is dropped is a gap', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths().route)
-  const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 60_000, invalidationLogSize: 2 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, ejectBackoff: 60_000, invalidationLogSize: 2 }, route: versionedPaths().route }, async ({ origin: server, cluster, peers: [a, b] }) => {
     const [other, ...urls] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 4) as [string, string, string, string]
     for (const url of urls) await send(a, url)
     const gate = deleteGate(cluster.servers[1] as http.Server, 3)
@@ -164,10 +136,7 @@ test('undelivered invalidations are bounded by invalidationLogSize; what is drop
     // Documented: what was dropped stays on B until it goes stale.
     assert.equal((await send(b, oldest)).body, `${pathOf(oldest)} v1`)
     assert.equal(a.stats().invalidationReplays, 2)
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 test('the undelivered set: one budget for all peers, oldest dropped first, a newer failure outlives an older delivery', () => {
@@ -203,10 +172,7 @@ test('the undelivered set: one budget for all peers, oldest dropped first, a new
 })
 
 test('a peer that leaves while owed a DELETE gets it once, with what it missed, when it comes back', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths().route)
-  const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 60_000 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, ejectBackoff: 60_000 }, route: versionedPaths().route }, async ({ origin: server, cluster, peers: [a, b] }) => {
     const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
     await send(a, url)
     const gate = deleteGate(cluster.servers[1] as http.Server, 1)
@@ -221,17 +187,11 @@ test('a peer that leaves while owed a DELETE gets it once, with what it missed, 
     await send(a, other, 'POST')
     await waitFor(() => gate.answered() === 2, 3000, 'the second POST\'s DELETE')
     assert.equal(a.stats().invalidationReplays, 1)
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 test('a peer that answers GETs but refuses every DELETE is not sent a burst after each forward', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths().route)
-  const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 60_000 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, ejectBackoff: 60_000 }, route: versionedPaths().route }, async ({ origin: server, cluster, peers: [a, b] }) => {
     const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
     const gate = deleteGate(cluster.servers[1] as http.Server, Infinity)
     await send(a, url, 'POST')
@@ -242,32 +202,26 @@ test('a peer that answers GETs but refuses every DELETE is not sent a burst afte
     assert.equal(b.stats().servedForPeers, 6)
     await new Promise((resolve) => setTimeout(resolve, 100))
     assert.equal(gate.refused(), 2, 'the next waits for ejectBackoff')
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 test('an ejected peer is owed its DELETEs instead of being sent them: no connection per invalidation to a peer that never answers', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths().route)
   const hung = await startBlackhole()
-  // A long ejectBackoff: no probe while the test runs.
-  const cluster = await startLocalPeers(1, { hotSize: 0, ejectAfter: 1, peerTimeout: 300, ejectBackoff: 60_000 }, [hung.url])
-  const a = cluster.peers[0] as Peer
   try {
-    const [owned] = ownedBy(a, hung.url, (i) => `${server.url}/doc/${i}`)
-    assert.equal((await send(a, owned as string)).status, 200, 'from the origin, around the hung owner')
-    assert.deepEqual(a.ejectedPeers, [hung.url])
-    const accepted = hung.accepted()
-    for (let i = 0; i < 5; i++) assert.equal((await send(a, `${server.url}/posted/${i}`, 'POST')).status, 204)
-    // Nothing to wait for when it is right: long enough for five connections to be accepted,
-    // and for their DELETEs to time out (peerTimeout), when it is not.
-    await new Promise((resolve) => setTimeout(resolve, 600))
-    assert.equal(hung.accepted(), accepted, 'connections opened to the ejected peer')
-    assert.equal(a.stats().invalidationErrors, 0)
+    // A long ejectBackoff: no probe while the test runs.
+    await withCluster({ peers: 1, options: { hotSize: 0, ejectAfter: 1, peerTimeout: 300, ejectBackoff: 60_000 }, extra: [hung.url], route: versionedPaths().route }, async ({ origin: server, peers: [a] }) => {
+      const [owned] = ownedBy(a, hung.url, (i) => `${server.url}/doc/${i}`)
+      assert.equal((await send(a, owned as string)).status, 200, 'from the origin, around the hung owner')
+      assert.deepEqual(a.ejectedPeers, [hung.url])
+      const accepted = hung.accepted()
+      for (let i = 0; i < 5; i++) assert.equal((await send(a, `${server.url}/posted/${i}`, 'POST')).status, 204)
+      // Nothing to wait for when it is right: long enough for five connections to be accepted,
+      // and for their DELETEs to time out (peerTimeout), when it is not.
+      await new Promise((resolve) => setTimeout(resolve, 600))
+      assert.equal(hung.accepted(), accepted, 'connections opened to the ejected peer')
+      assert.equal(a.stats().invalidationErrors, 0)
+    })
   } finally {
-    await cluster.close()
     await hung.close()
-    await server.close()
   }
 })

@@ -1,6 +1,7 @@
 import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { Peer, type PeerOptions } from '../../src/index.js'
+import { startOrigin, type CountingOrigin, type Route } from './origin.js'
 
 /** Peers in this very process, each mounted on its own real http server on 127.0.0.1. */
 export interface LocalCluster {
@@ -59,6 +60,38 @@ export async function startLocalPeers (n: number, options: Omit<PeerOptions, 'se
   } catch (err) {
     await close()
     throw err
+  }
+}
+
+/** `n` peers as a tuple, so that a test names each one without a cast. */
+export type PeerTuple<N extends 1 | 2 | 3> = N extends 1 ? [Peer] : N extends 2 ? [Peer, Peer] : [Peer, Peer, Peer]
+
+/** What a test run by {@link withCluster} is given. */
+export interface ClusterFixture<N extends 1 | 2 | 3> {
+  origin: CountingOrigin
+  cluster: LocalCluster
+  peers: PeerTuple<N>
+}
+
+/**
+ * Starts an origin (answering `route`, else startOrigin's default), then `peers` local peers
+ * with `options` and the pool `urls + extra`; runs `fn`, then stops the peers and the origin
+ * whether it passed or failed.
+ */
+export async function withCluster<N extends 1 | 2 | 3> (
+  setup: { peers: N, options?: Omit<PeerOptions, 'self' | 'peers'>, extra?: string[], route?: Route },
+  fn: (fixture: ClusterFixture<N>) => Promise<void>
+): Promise<void> {
+  const origin = await startOrigin(setup.route)
+  try {
+    const cluster = await startLocalPeers(setup.peers, setup.options, setup.extra)
+    try {
+      await fn({ origin, cluster, peers: cluster.peers as PeerTuple<N> })
+    } finally {
+      await cluster.close()
+    }
+  } finally {
+    await origin.close()
   }
 }
 
