@@ -2,23 +2,12 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { request } from 'undici'
 import type { Peer } from '../src/index.js'
-import { startOrigin } from './helpers/origin.js'
-import { deferred, ownedBy, startLocalPeers } from './helpers/peers.js'
+import { ifMatchRoute, startOrigin } from './helpers/origin.js'
+import { deferred, ownedBy, startLocalPeers, withCluster } from './helpers/peers.js'
 
 test('a 412 with max-age answered to an If-Match request is not copied hot: a plain GET through the non-owner gets the 200', async () => {
-  const origin = await startOrigin((req, res) => {
-    if (req.headers['if-match'] !== undefined && req.headers['if-match'] !== '"v1"') {
-      // Some origins put the same Cache-Control on every response, a 412 included.
-      res.writeHead(412, { 'cache-control': 'max-age=60', 'content-length': 0 })
-      res.end()
-      return
-    }
-    res.writeHead(200, { etag: '"v1"', 'cache-control': 'max-age=60', 'content-length': 2 })
-    res.end('v1')
-  })
-  const cluster = await startLocalPeers(2, { hotThreshold: 1 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  // Some origins put the same Cache-Control on every response, a 412 included.
+  await withCluster({ peers: 2, options: { hotThreshold: 1 }, route: ifMatchRoute({ 'cache-control': 'max-age=60' }) }, async ({ origin, peers: [a, b] }) => {
     const [url] = ownedBy(a, b.self, (i) => `${origin.url}/p${i}`) as [string]
     const precondition = await request(url, { dispatcher: a, headers: { 'if-match': '"v0"' } })
     await precondition.body.dump()
@@ -29,10 +18,7 @@ test('a 412 with max-age answered to an If-Match request is not copied hot: a pl
     // The owner stored neither: the plain GET reached the origin too.
     assert.equal(origin.count(), 2)
     assert.equal(a.stats().hotHits, 0)
-  } finally {
-    await cluster.close()
-    await origin.close()
-  }
+  })
 })
 
 test('a forward in flight when an unsafe request invalidates its URL is not copied hot: the next GET goes to the owner and the origin', { timeout: 20_000 }, async () => {

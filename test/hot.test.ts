@@ -4,8 +4,8 @@ import type { AddressInfo } from 'node:net'
 import { test } from 'node:test'
 import { request } from 'undici'
 import { Peer } from '../src/index.js'
-import { startOrigin } from './helpers/origin.js'
-import { ownedBy, startLocalPeers } from './helpers/peers.js'
+import { ifMatchRoute, startOrigin } from './helpers/origin.js'
+import { ownedBy, startLocalPeers, withCluster } from './helpers/peers.js'
 import { rawOrigin } from './helpers/raw-origin.js'
 
 test('a non-owner keeps a hot copy of a key asked for often, serves it only while fresh, and stays within maxSize / 8', async () => {
@@ -76,18 +76,7 @@ test('a body the owner would not store (close-delimited) is not copied hot eithe
 })
 
 test('a hot copy never answers a request with a precondition or a range: the owner does', async () => {
-  const origin = await startOrigin((req, res) => {
-    if (req.headers['if-match'] !== undefined && req.headers['if-match'] !== '"v1"') {
-      res.writeHead(412, { 'content-length': 0 })
-      res.end()
-      return
-    }
-    res.writeHead(200, { etag: '"v1"', 'cache-control': 'max-age=60', 'content-length': 2 })
-    res.end('v1')
-  })
-  const cluster = await startLocalPeers(2, { hotThreshold: 1 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotThreshold: 1 }, route: ifMatchRoute() }, async ({ origin, peers: [a, b] }) => {
     const [url] = ownedBy(a, b.self, (i) => `${origin.url}/p${i}`) as [string]
     const get = async (dispatcher: Peer, headers: Record<string, string> = {}): Promise<{ status: number, body: string, cacheStatus: string }> => {
       const res = await request(url, { dispatcher, headers })
@@ -103,8 +92,5 @@ test('a hot copy never answers a request with a precondition or a range: the own
     // Only the plain GET was answered from the hot copy; the rest went to the owner.
     assert.equal(a.stats().hotHits, 1)
     assert.equal(b.stats().servedForPeers, 4)
-  } finally {
-    await cluster.close()
-    await origin.close()
-  }
+  })
 })

@@ -53,3 +53,20 @@ export async function startOrigin (fallback?: Route, now?: () => number): Promis
     })
   }
 }
+
+/**
+ * A route whose one version has ETag "v1" and body `v1`, fresh for 60 s; a request whose
+ * If-Match names another tag is answered 412 with no body and the headers `failed` adds
+ * (some origins put the same Cache-Control on every response, a 412 included).
+ */
+export function ifMatchRoute (failed: http.OutgoingHttpHeaders = {}): Route {
+  return (req, res) => {
+    if (req.headers['if-match'] !== undefined && req.headers['if-match'] !== '"v1"') {
+      res.writeHead(412, { ...failed, 'content-length': 0 })
+      res.end()
+      return
+    }
+    res.writeHead(200, { etag: '"v1"', 'cache-control': 'max-age=60', 'content-length': 2 })
+    res.end('v1')
+  }
+}
