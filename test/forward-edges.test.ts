@@ -5,7 +5,7 @@ import { promisify } from 'node:util'
 import { fetch, request, type Dispatcher } from 'undici'
 import { Client, Peer } from '../src/index.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
-import { deferred, freePort, listen, ownedBy, startLocalPeers, stopServer, type LocalCluster } from './helpers/peers.js'
+import { deferred, freePort, listen, ownedBy, startLocalPeers, stopServer, within, type LocalCluster } from './helpers/peers.js'
 
 // Forwarding at the edges: a flight every caller left while it was still connecting, interim
 // (1xx) responses to unsafe methods, the origin's answer to a fallback, the peerTimeout
@@ -17,22 +17,6 @@ interface Got { status: number, headers: Record<string, string | string[] | unde
 async function get (dispatcher: Dispatcher, url: string, signal?: AbortSignal): Promise<Got> {
   const res = await request(url, { dispatcher, ...(signal !== undefined ? { signal } : {}) })
   return { status: res.statusCode, headers: res.headers, body: await res.body.text() }
-}
-
-/**
- * `promise`, or a failure after `ms`: only a bound on a hang (the bug some tests look for),
- * so that the test fails and its finally still stops everything.
- */
-async function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const bound = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`still waiting for ${what} after ${ms} ms`)), ms)
-  })
-  try {
-    return await Promise.race([promise, bound])
-  } finally {
-    clearTimeout(timer)
-  }
 }
 
 /** Two in-process peers and an origin; `owner` owns the URLs `ownedUrl()` makes. */
@@ -157,7 +141,12 @@ async function startInterimSetup (): Promise<{
   }
 }
 
-test('a POST answered 102 or 103 before its 201, for a URL another peer owns: request() gets the 201 and its body, and the owner one invalidation per POST', { timeout: 20_000 }, async () => {
+/**
+ * POSTs a URL owned by the remote peer to /interim-102 and /interim-103 through `post` (which
+ * reads the whole answer), and checks each gets the 201 and its body, and the owner one
+ * invalidation per POST.
+ */
+async function postThroughInterims (what: string, post: (url: string, dispatcher: Peer) => Promise<{ status: number, body: string }>): Promise<void> {
   const setup = await startInterimSetup()
   try {
     const { origin, peer, invalidated } = setup
@@ -165,10 +154,9 @@ test('a POST answered 102 or 103 before its 201, for a URL another peer owns: re
     for (const code of [102, 103]) {
       const url = setup.remoteUrl(`/interim-${code}`)
       urls.push(url)
-      const res = await request(url, { dispatcher: peer, method: 'POST', body: 'payload', signal: AbortSignal.timeout(5000) })
-        .catch((err: unknown) => assert.fail(`request() failed after a ${code}: ${String(err)}`))
-      assert.equal(res.statusCode, 201, `after a ${code}`)
-      assert.equal(await res.body.text(), 'created', `after a ${code}`)
+      const res = await post(url, peer).catch((err: unknown) => assert.fail(`${what} failed after a ${code}: ${String(err)}`))
+      assert.equal(res.status, 201, `after a ${code}`)
+      assert.equal(res.body, 'created', `after a ${code}`)
     }
     assert.equal(origin.count(), 2, 'each POST reached the origin once')
     // The interim response is not the outcome: only the 201 invalidates.
@@ -176,27 +164,21 @@ test('a POST answered 102 or 103 before its 201, for a URL another peer owns: re
   } finally {
     await setup.close()
   }
+}
+
+test('a POST answered 102 or 103 before its 201, for a URL another peer owns: request() gets the 201 and its body, and the owner one invalidation per POST', { timeout: 20_000 }, async () => {
+  await postThroughInterims('request()', async (url, dispatcher) => {
+    const res = await request(url, { dispatcher, method: 'POST', body: 'payload', signal: AbortSignal.timeout(5000) })
+    return { status: res.statusCode, body: await res.body.text() }
+  })
 })
 
 test('a POST answered 102 or 103 before its 201, for a URL another peer owns: fetch() gets the 201 and its body, and does not hang', { timeout: 20_000 }, async () => {
-  const setup = await startInterimSetup()
-  try {
-    const { origin, peer, invalidated } = setup
-    const urls: string[] = []
-    for (const code of [102, 103]) {
-      const url = setup.remoteUrl(`/interim-${code}`)
-      urls.push(url)
-      // fetch() answers false to every 1xx; the signal only bounds a hang.
-      const res = await fetch(url, { dispatcher: peer, method: 'POST', body: 'payload', signal: AbortSignal.timeout(3000) })
-        .catch((err: unknown) => assert.fail(`fetch() failed after a ${code}: ${String(err)}`))
-      assert.equal(res.status, 201, `after a ${code}`)
-      assert.equal(await res.text(), 'created', `after a ${code}`)
-    }
-    assert.equal(origin.count(), 2, 'each POST reached the origin once')
-    assert.deepEqual(invalidated, urls, 'one invalidation per POST, for its URL')
-  } finally {
-    await setup.close()
-  }
+  await postThroughInterims('fetch()', async (url, dispatcher) => {
+    // fetch() answers false to every 1xx; the signal only bounds a hang.
+    const res = await fetch(url, { dispatcher, method: 'POST', body: 'payload', signal: AbortSignal.timeout(3000) })
+    return { status: res.status, body: await res.text() }
+  })
 })
 
 test('the origin\'s answer to a fallback around an overloaded owner is not kept as a hot copy: each such request reaches the origin', { timeout: 20_000 }, async () => {

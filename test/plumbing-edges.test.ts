@@ -3,27 +3,11 @@ import { test } from 'node:test'
 import type { Dispatcher } from 'undici'
 import { Peer } from '../src/index.js'
 import { startOrigin } from './helpers/origin.js'
-import { ownedBy, startLocalPeers } from './helpers/peers.js'
+import { ownedBy, startLocalPeers, within } from './helpers/peers.js'
 
 // The plumbing between callers' handlers and responses, at its edges: handlers of the
 // caller's that throw, while the response they are in is shared with other callers, or
 // while it is held back for an invalidation.
-
-/**
- * `promise`, or a failure after `ms`: only a bound on a hang (the bug some tests look for),
- * so that the test fails and its finally still stops everything.
- */
-async function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const bound = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`still waiting for ${what} after ${ms} ms`)), ms)
-  })
-  try {
-    return await Promise.race([promise, bound])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 interface Throws { onHeaders?: boolean, onData?: boolean, onError?: boolean }
 

@@ -157,6 +157,22 @@ export async function waitFor (condition: () => boolean | Promise<boolean>, time
   }
 }
 
+/**
+ * `promise`, or a failure after `ms`: only a bound on a hang (the bug some tests look for),
+ * so that the test fails and its finally still stops everything.
+ */
+export async function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const bound = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`still waiting for ${what} after ${ms} ms`)), ms)
+  })
+  try {
+    return await Promise.race([promise, bound])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 /** A promise with its resolve function outside, for gates and events. */
 export function deferred<T = void> (): { promise: Promise<T>, resolve: (v: T) => void } {
   let resolve!: (v: T) => void
