@@ -6,7 +6,7 @@ import { Peer } from '../src/index.js'
 import { progress, startCluster, type Cluster, type PeerProcess } from './fixtures/peer-process.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
 import {
-  freePort, listen, ownedBy, startBlackhole, startLocalPeers, stopServer, waitFor,
+  freePort, listen, mountPeer, ownedBy, startBlackhole, startLocalPeers, stopServer, waitFor,
   type Blackhole, type LocalCluster
 } from './helpers/peers.js'
 
@@ -36,6 +36,23 @@ function cutShort (_req: http.IncomingMessage, res: http.ServerResponse): void {
   res.write('x'.repeat(50), () => res.socket?.destroy())
 }
 
+/**
+ * For a describe() whose tests start what they need as they go: before() starts `origin`, and
+ * after() runs what the tests pushed to `cleanup`, last first, then stops the origin.
+ */
+function originAndCleanup (): { origin: CountingOrigin, cleanup: Array<() => Promise<void>> } {
+  const fx = {
+    // Set in before(): the tests only read it once they run.
+    origin: undefined as unknown as CountingOrigin,
+    cleanup: [] as Array<() => Promise<void>>
+  }
+  before(async () => { fx.origin = await startOrigin() })
+  after(async () => {
+    for (const c of fx.cleanup.reverse()) await c()
+    await fx.origin?.close()
+  })
+  return fx
+}
 
 describe('an owner peer killed with SIGKILL mid-traffic', () => {
   let origin: CountingOrigin
@@ -182,22 +199,15 @@ describe('sub-second timeouts are honoured', () => {
   // peerTimeout or originTimeout, it fires 0.5 to 1.5 s late. The options promise milliseconds.
   const TIMEOUT = 300
   const SLACK = 200
-  let origin: CountingOrigin
-  const cleanup: Array<() => Promise<void>> = []
-
-  before(async () => { origin = await startOrigin() })
-  after(async () => {
-    for (const c of cleanup.reverse()) await c()
-    await origin?.close()
-  })
+  const fx = originAndCleanup()
 
   test(`a blackholed owner is given up on within peerTimeout + ${SLACK} ms`, { timeout: 20_000 }, async (t) => {
     const hole = await startBlackhole()
-    cleanup.push(() => hole.close())
+    fx.cleanup.push(() => hole.close())
     const local = await startLocalPeers(1, { peerTimeout: TIMEOUT }, [hole.url])
-    cleanup.push(() => local.close())
+    fx.cleanup.push(() => local.close())
     const peer = local.peers[0] as Peer
-    const [url] = ownedBy(peer, hole.url, (i) => `${origin.url}/precise-peer/${i}`) as [string]
+    const [url] = ownedBy(peer, hole.url, (i) => `${fx.origin.url}/precise-peer/${i}`) as [string]
     const r = await timed(get(peer, url))
     t.diagnostic(`peerTimeout ${TIMEOUT} ms: fell back after ${r.ms.toFixed(0)} ms`)
     assert.equal(r.value?.status, 200, String(r.error))
@@ -206,9 +216,9 @@ describe('sub-second timeouts are honoured', () => {
 
   test(`an origin that never answers fails within originTimeout + ${SLACK} ms`, { timeout: 20_000 }, async (t) => {
     const peer = new Peer({ self: 'http://127.0.0.1:1', originTimeout: TIMEOUT })
-    cleanup.push(() => peer.destroy())
-    origin.route('/precise-origin', () => {})
-    const r = await timed(get(peer, origin.url + '/precise-origin'))
+    fx.cleanup.push(() => peer.destroy())
+    fx.origin.route('/precise-origin', () => {})
+    const r = await timed(get(peer, fx.origin.url + '/precise-origin'))
     t.diagnostic(`originTimeout ${TIMEOUT} ms: failed after ${r.ms.toFixed(0)} ms`)
     assert.ok(r.error !== undefined)
     assert.ok(r.ms < TIMEOUT + SLACK, `failed after ${r.ms.toFixed(0)} ms`)
@@ -216,14 +226,7 @@ describe('sub-second timeouts are honoured', () => {
 })
 
 describe('readmission of an ejected peer', () => {
-  let origin: CountingOrigin
-  const cleanup: Array<() => Promise<void>> = []
-
-  before(async () => { origin = await startOrigin() })
-  after(async () => {
-    for (const c of cleanup.reverse()) await c()
-    await origin?.close()
-  })
+  const fx = originAndCleanup()
 
   for (const [status, code, why] of [[404, 'not-found', 'its handler is on another path'], [403, 'forbidden-peer', 'it does not count this peer\'s address as the pool\'s']] as const) {
     test(`an owner that answers ${status} ${code} (${why}) is ejected, its keys are served from the origin, and probes keep it out`, { timeout: 20_000 }, async () => {
@@ -235,14 +238,10 @@ describe('readmission of an ejected peer', () => {
         res.writeHead(status, { 'forwardcache-error': code, 'content-length': 2 })
         res.end('no')
       })
-      cleanup.push(() => stopServer(xServer))
-      const { server: aServer, url: aUrl } = await listen()
-      cleanup.push(() => stopServer(aServer))
-      const peerA = new Peer({ self: aUrl, peers: [aUrl, xUrl], ejectAfter: 1, ejectBackoff: 20 })
-      cleanup.push(() => peerA.destroy())
-      aServer.on('request', peerA.handler())
-      await peerA.ready
-      const [url, later] = ownedBy(peerA, xUrl, (i) => `${origin.url}/misconfigured-${code}/${i}`, 2) as [string, string]
+      fx.cleanup.push(() => stopServer(xServer))
+      const { peer: peerA, close } = await mountPeer((self) => [self, xUrl], { ejectAfter: 1, ejectBackoff: 20 })
+      fx.cleanup.push(close)
+      const [url, later] = ownedBy(peerA, xUrl, (i) => `${fx.origin.url}/misconfigured-${code}/${i}`, 2) as [string, string]
       const first = await get(peerA, url)
       assert.equal(first.status, 200)
       assert.equal(first.body, `body of ${new URL(url).pathname}`)
@@ -254,32 +253,24 @@ describe('readmission of an ejected peer', () => {
       assert.equal((await get(peerA, later)).status, 200)
       assert.equal((await get(peerA, later)).status, 200)
       assert.equal(forwards, 1)
-      assert.equal(origin.count(new URL(later).pathname), 1)
+      assert.equal(fx.origin.count(new URL(later).pathname), 1)
     })
   }
 
   test('a peer that was down is probed and readmitted once it answers again', { timeout: 20_000 }, async (t) => {
     const port = await freePort()
     const xUrl = `http://127.0.0.1:${port}`
-    const { server: aServer, url: aUrl } = await listen()
-    cleanup.push(() => stopServer(aServer))
-    const peerA = new Peer({ self: aUrl, peers: [aUrl, xUrl], ejectAfter: 1, ejectBackoff: 50 })
-    cleanup.push(() => peerA.destroy())
-    aServer.on('request', peerA.handler())
-    await peerA.ready
+    const { peer: peerA, url: aUrl, close: closeA } = await mountPeer((self) => [self, xUrl], { ejectAfter: 1, ejectBackoff: 50 })
+    fx.cleanup.push(closeA)
 
-    const [first, second] = ownedBy(peerA, xUrl, (i) => `${origin.url}/readmit/${i}`, 2) as [string, string]
+    const [first, second] = ownedBy(peerA, xUrl, (i) => `${fx.origin.url}/readmit/${i}`, 2) as [string, string]
     const down = await get(peerA, first)
     assert.equal(down.status, 200, 'served from the origin while the owner is down')
     assert.deepEqual(peerA.ejectedPeers, [xUrl])
 
     // The peer comes back on the same address.
-    const { server: xServer } = await listen(undefined, port)
-    cleanup.push(() => stopServer(xServer))
-    const peerX = new Peer({ self: xUrl, peers: [aUrl, xUrl] })
-    cleanup.push(() => peerX.destroy())
-    xServer.on('request', peerX.handler())
-    await peerX.ready
+    const { peer: peerX, close: closeX } = await mountPeer((self) => [aUrl, self], {}, port)
+    fx.cleanup.push(closeX)
     const started = performance.now()
     await waitFor(() => peerA.ejectedPeers.length === 0, 10_000, 'the probe to readmit the peer')
     t.diagnostic(`readmitted ${(performance.now() - started).toFixed(0)} ms after the peer came back (ejectBackoff 50 ms)`)
@@ -296,14 +287,7 @@ describe('readmission of an ejected peer', () => {
 })
 
 describe('nothing is retried once body bytes have been sent', () => {
-  let origin: CountingOrigin
-  const cleanup: Array<() => Promise<void>> = []
-
-  before(async () => { origin = await startOrigin() })
-  after(async () => {
-    for (const c of cleanup.reverse()) await c()
-    await origin?.close()
-  })
+  const fx = originAndCleanup()
 
   test('an owner that dies mid-body is an error for the caller, not a fetch from the origin', { timeout: 20_000 }, async () => {
     // A fake owner: answers the wire protocol (with the Cache-Status every owner's answer
@@ -312,19 +296,15 @@ describe('nothing is retried once body bytes have been sent', () => {
       res.setHeader('cache-status', 'forwardcache; fwd=uri-miss; fwd-status=200')
       cutShort(_req, res)
     })
-    cleanup.push(() => stopServer(fake.server))
-    const { server, url: self } = await listen()
-    cleanup.push(() => stopServer(server))
-    const peer = new Peer({ self, peers: [self, fake.url] })
-    cleanup.push(() => peer.destroy())
-    server.on('request', peer.handler())
-    await peer.ready
-    const [url] = ownedBy(peer, fake.url, (i) => `${origin.url}/owner-dies/${i}`) as [string]
+    fx.cleanup.push(() => stopServer(fake.server))
+    const { peer, close } = await mountPeer((self) => [self, fake.url])
+    fx.cleanup.push(close)
+    const [url] = ownedBy(peer, fake.url, (i) => `${fx.origin.url}/owner-dies/${i}`) as [string]
     const path = new URL(url).pathname
 
     const settled = await Promise.allSettled([get(peer, url), get(peer, url), get(peer, url)])
     for (const s of settled) assert.equal(s.status, 'rejected', 'never a short successful body')
-    assert.equal(origin.count(path), 0, 'no second fetch from the origin')
+    assert.equal(fx.origin.count(path), 0, 'no second fetch from the origin')
     assert.equal(peer.stats().originFetches, 0)
     assert.equal(peer.stats().forwardErrors, 0, 'the response had started: not a failed forward to fall back from')
     assert.equal(peer.stats().flights, 0)

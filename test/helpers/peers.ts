@@ -63,6 +63,38 @@ export async function startLocalPeers (n: number, options: Omit<PeerOptions, 'se
   }
 }
 
+/** A Peer mounted on a real http server of its own on 127.0.0.1. */
+export interface MountedPeer {
+  readonly peer: Peer
+  readonly server: http.Server
+  /** The server's base URL: the peer's `self`. */
+  readonly url: string
+  /** Destroys the peer, then stops its server. */
+  close (): Promise<void>
+}
+
+/**
+ * Listens on `port` (0: any free one), starts a Peer there whose pool is `pool(self)`, with
+ * `options`, and serves its handler once it is ready.
+ */
+export async function mountPeer (pool: (self: string) => string[], options: Omit<PeerOptions, 'self' | 'peers'> = {}, port = 0): Promise<MountedPeer> {
+  const { server, url } = await listen(undefined, port)
+  let peer: Peer | undefined
+  const close = async (): Promise<void> => {
+    await peer?.destroy()
+    await stopServer(server)
+  }
+  try {
+    peer = new Peer({ ...options, self: url, peers: pool(url) })
+    server.on('request', peer.handler())
+    await peer.ready
+    return { peer, server, url, close }
+  } catch (err) {
+    await close()
+    throw err
+  }
+}
+
 /** `n` peers as a tuple, so that a test names each one without a cast. */
 export type PeerTuple<N extends 1 | 2 | 3> = N extends 1 ? [Peer] : N extends 2 ? [Peer, Peer] : [Peer, Peer, Peer]
 
