@@ -40,6 +40,29 @@ describe('storage and freshness', () => {
     assert.equal(fx.origin.count('/loop'), 1)
   })
 
+  test('a hit counts once in the per-turn budget of replays, however its caller pauses and resumes it', async () => {
+    // 128 KiB: more than a request() body buffers (64 KiB) before its reader attaches, so
+    // every hit is paused after its chunk and resumed for its end.
+    const body = Buffer.alloc(128 * 1024, 'p')
+    fx.origin.route('/paused', (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=100', 'content-length': body.length })
+      res.end(body)
+    })
+    await get('/paused')
+    let turned = false
+    setImmediate(() => { turned = true })
+    let hits = 0
+    while (!turned && hits < 5000) {
+      const res = await request(fx.origin.url + '/paused', { dispatcher: fx.peer })
+      assert.equal((await res.body.arrayBuffer()).byteLength, body.length)
+      hits++
+    }
+    assert.equal(turned, true, `the event loop did not turn during ${hits} hits`)
+    // 256 starts a turn (src/cache/replay.ts); counting the resumes too let only half through.
+    assert.ok(hits > 200 && hits <= 260, `${hits} hits before the event loop turned`)
+    assert.equal(fx.origin.count('/paused'), 1)
+  })
+
   test('a stale response is revalidated with its ETag and a 304 refreshes the stored entry', async () => {
     fx.origin.route('/etag', (req, res) => {
       if (req.headers['if-none-match'] === '"v1"') {
