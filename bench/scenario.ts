@@ -280,12 +280,23 @@ async function pairs (spec: CellSpec): Promise<CellResult> {
     }
     sides.set('forwarded-hit', { dispatcher: peerA, next: cycle(fwdUrls) })
 
-    // Warm every cache and every code path before anything is measured.
-    for (const side of sides.values()) {
+    // Every side is warmed (its cache filled, its code paths run) before anything is
+    // measured, but the miss sides only just before their own pair, which comes last in PAIRS:
+    // warmed with the rest, undici-cache-miss filled undici's store, which never evicts a
+    // response alone under its URL, with hundreds of MiB at 1 MiB, and every pair ran beside
+    // that heap. The side that allocates more per request pays more for a larger heap's
+    // collections: on Node 24, local-hit / floor at 1 MiB with 32 in flight was 0.81-0.84
+    // alone and 0.70-0.80 beside it (bench/README.md).
+    const warmed = new Set<string>()
+    const warm = async (name: string): Promise<void> => {
+      if (warmed.has(name)) return
+      warmed.add(name)
+      const side = sides.get(name) as Side
       const first = side.next()
       await fetchAll(side.dispatcher, [first, ...Array.from({ length: HIT_KEYS - 1 }, () => side.next())])
       await load(side.dispatcher, side.next, spec.size, spec.concurrency, spec.warmupMs)
     }
+    for (const name of sides.keys()) if (name !== 'miss' && name !== 'undici-cache-miss') await warm(name)
     const localBefore = local.stats()
     const aBefore = peerA.stats()
     const ownerBefore = await owner.call<PeerStats>('stats')
@@ -308,6 +319,8 @@ async function pairs (spec: CellSpec): Promise<CellResult> {
       return { requests: r.requests, ms: r.elapsedMs, errors: r.errors }
     }
     for (const [name, first, second] of PAIRS) {
+      await warm(first)
+      await warm(second)
       record(name, await alternate(inProcess(sides.get(first) as Side), inProcess(sides.get(second) as Side), spec.durationMs))
     }
     for (const [name, first, second] of SPLIT_PAIRS) {
