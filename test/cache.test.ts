@@ -23,19 +23,28 @@ describe('storage and freshness', () => {
     assert.equal(b.headers.age, '10')
   })
 
-  test('a caller awaiting hit after hit in a loop still lets the event loop turn', async () => {
-    await get('/loop')
+  /**
+   * Hits on `path`, each awaited and read with `read`, until an immediate set first has run
+   * (at most 5000): how many hits the replays let through before the event loop turned.
+   */
+  async function hitsBeforeTurn (path: string, read: (body: Dispatcher.ResponseData['body']) => Promise<unknown>): Promise<number> {
     let turned = false
     setImmediate(() => { turned = true })
     let hits = 0
-    // Hits are replayed on microtasks: without a yield now and then, this loop would keep
-    // the immediate (and every timer and socket of the process) waiting until it ended.
     while (!turned && hits < 5000) {
-      const res = await request(fx.origin.url + '/loop', { dispatcher: fx.peer })
-      await res.body.text()
+      const res = await request(fx.origin.url + path, { dispatcher: fx.peer })
+      await read(res.body)
       hits++
     }
     assert.equal(turned, true, `the event loop did not turn during ${hits} hits`)
+    return hits
+  }
+
+  test('a caller awaiting hit after hit in a loop still lets the event loop turn', async () => {
+    await get('/loop')
+    // Hits are replayed on microtasks: without a yield now and then, this loop would keep
+    // the immediate (and every timer and socket of the process) waiting until it ended.
+    const hits = await hitsBeforeTurn('/loop', async (body) => await body.text())
     assert.ok(hits > 0)
     assert.equal(fx.origin.count('/loop'), 1)
   })
@@ -49,15 +58,7 @@ describe('storage and freshness', () => {
       res.end(body)
     })
     await get('/paused')
-    let turned = false
-    setImmediate(() => { turned = true })
-    let hits = 0
-    while (!turned && hits < 5000) {
-      const res = await request(fx.origin.url + '/paused', { dispatcher: fx.peer })
-      assert.equal((await res.body.arrayBuffer()).byteLength, body.length)
-      hits++
-    }
-    assert.equal(turned, true, `the event loop did not turn during ${hits} hits`)
+    const hits = await hitsBeforeTurn('/paused', async (res) => assert.equal((await res.arrayBuffer()).byteLength, body.length))
     // 256 starts a turn (src/cache/replay.ts); counting the resumes too let only half through.
     assert.ok(hits > 200 && hits <= 260, `${hits} hits before the event loop turned`)
     assert.equal(fx.origin.count('/paused'), 1)

@@ -3,22 +3,17 @@ import type http from 'node:http'
 import { test } from 'node:test'
 import v8 from 'node:v8'
 import vm from 'node:vm'
-import type { Peer } from '../src/index.js'
 import { InvalidationLog } from '../src/invalidation-log.js'
-import { startOrigin } from './helpers/origin.js'
 import { deleteGate, pathOf, send, versionedPaths } from './helpers/versioned.js'
-import { ownedBy, startLocalPeers, waitFor } from './helpers/peers.js'
+import { ownedBy, waitFor, withCluster } from './helpers/peers.js'
 
 // Edges of pool-wide invalidation delivery: a peer held off the ring while it is sent what it
 // missed or what failed to reach it must not join the ring while it still owes DELETEs that
 // nothing is sending.
 
 test('a DELETE that fails once during a replay is sent again before the peer joins the ring', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths().route)
   // No timed retry: only the end of the replay can send it again.
-  const cluster = await startLocalPeers(2, { hotSize: 0, ejectBackoff: 60_000 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, ejectBackoff: 60_000 }, route: versionedPaths().route }, async ({ origin: server, cluster, peers: [a, b] }) => {
     const [url] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`) as [string]
     assert.equal((await send(a, url)).body, `${pathOf(url)} v1`, 'B, the owner, stores v1')
     a.setPeers([a.self])
@@ -34,17 +29,11 @@ test('a DELETE that fails once during a replay is sent again before the peer joi
     const stats = a.stats()
     assert.equal(stats.invalidationErrors, 1)
     assert.equal(stats.invalidationReplays, 2)
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 test('a peer readmitted while a delivery to it is failing is held until it has been sent what it owes', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths().route)
-  const cluster = await startLocalPeers(2, { hotSize: 0, ejectAfter: 1, ejectBackoff: 100 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, ejectAfter: 1, ejectBackoff: 100 }, route: versionedPaths().route }, async ({ origin: server, cluster, peers: [a, b] }) => {
     const [url, other] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 2) as [string, string]
     assert.equal((await send(a, url)).body, `${pathOf(url)} v1`, 'B, the owner, stores v1')
 
@@ -75,17 +64,11 @@ test('a peer readmitted while a delivery to it is failing is held until it has b
     assert.deepEqual(a.heldPeers, [])
     assert.match(a.metrics(), /^forwardcache_peers\{state="held"\} 0$/m)
     assert.equal((await send(a, url)).body, `${pathOf(url)} v2`, 'B does not serve v1')
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 test('a readmitted peer whose first DELETE fails once stays held until it is sent again', { timeout: 20_000 }, async () => {
-  const server = await startOrigin(versionedPaths().route)
-  const cluster = await startLocalPeers(2, { hotSize: 0, ejectAfter: 2, ejectBackoff: 100 })
-  const [a, b] = cluster.peers as [Peer, Peer]
-  try {
+  await withCluster({ peers: 2, options: { hotSize: 0, ejectAfter: 2, ejectBackoff: 100 }, route: versionedPaths().route }, async ({ origin: server, cluster, peers: [a, b] }) => {
     const [url, ...others] = ownedBy(a, b.self, (i) => `${server.url}/doc/${i}`, 3) as [string, string, string]
     assert.equal((await send(a, url)).body, `${pathOf(url)} v1`, 'B, the owner, stores v1')
 
@@ -102,10 +85,7 @@ test('a readmitted peer whose first DELETE fails once stays held until it is sen
     await waitFor(() => a.ownerOf(url) === b.self, 3000, 'B back on the ring')
     assert.equal(g.answered(), 1, 'B got the DELETE before it took its keys back')
     assert.equal((await send(a, url)).body, `${pathOf(url)} v2`, 'B does not serve v1')
-  } finally {
-    await cluster.close()
-    await server.close()
-  }
+  })
 })
 
 test('the log frees the URLs it handed to the last peers back once every peer that left is back', async () => {
