@@ -2,6 +2,8 @@ import type { Dispatcher } from 'undici'
 import type { CallerHandler } from './dispatch/compat.js'
 import type { CallerController } from './dispatch/controller.js'
 import { Deadline } from './dispatch/deadline.js'
+import { Fanout } from './dispatch/fanout.js'
+import type { RawStartHandler } from './dispatch/raw-upstream.js'
 import { PeerProtocolError } from './errors.js'
 import { endToEndResponseHeaders, headerString, type ResponseHeaders } from './headers.js'
 
@@ -77,6 +79,73 @@ function endToEndRawHeaders (received: unknown[], headers: ResponseHeaders, out:
   }
   if (added !== undefined) raw = [...raw, Buffer.from('cache-status'), Buffer.from(added, 'latin1')]
   return raw
+}
+
+// Field names as lower-case bytes, for comparing with the Buffers a response's fields came in.
+const CACHE_STATUS_NAME = Buffer.from('cache-status')
+const ERROR_NAME = Buffer.from(ERROR_HEADER)
+const CONNECTION_NAME = Buffer.from('connection')
+const KEEP_ALIVE_NAME = Buffer.from('keep-alive')
+const TRANSFER_ENCODING_NAME = Buffer.from('transfer-encoding')
+// The rest of headers.ts's hop-by-hop names, rarely sent by node:http: their presence sends
+// the answer down the parsed path.
+const OTHER_HOP_BY_HOP_NAMES = ['proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization'].map((name) => Buffer.from(name))
+const CLOSE_VALUE = Buffer.from('close')
+// Lengths of the names above: a field of any other length is passed on unread.
+let SCANNED_LENGTHS = 0
+for (const name of [CACHE_STATUS_NAME, ERROR_NAME, CONNECTION_NAME, TRANSFER_ENCODING_NAME, ...OTHER_HOP_BY_HOP_NAMES]) SCANNED_LENGTHS |= 1 << name.length
+
+/**
+ * True when `field` is `lower`, ignoring case. Field names from undici's parser are tokens
+ * (RFC 9110 section 5.1), and among tokens `| 0x20` folds only A-Z onto a-z.
+ */
+function isName (field: Buffer, lower: Buffer): boolean {
+  if (field.length !== lower.length) return false
+  for (let i = 0; i < lower.length; i++) if (((field[i] as number) | 0x20) !== lower[i]) return false
+  return true
+}
+
+/**
+ * The end-to-end part of an owner's answer in raw form, when the answer is a plain one of
+ * its origin's (it carries Cache-Status and no forwardcache-error) whose only hop-by-hop fields
+ * are node:http's own (Connection: keep-alive or close, Keep-Alive, Transfer-Encoding);
+ * otherwise undefined, and the parsed fields decide.
+ */
+export function ownerAnswerRaw (raw: Buffer[]): Buffer[] | undefined {
+  let cacheStatus = false
+  let out: Buffer[] | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as Buffer
+    const length = name.length
+    if (length < 32 && (SCANNED_LENGTHS & (1 << length)) !== 0) {
+      let hop = false
+      if (length === 12) {
+        if (isName(name, CACHE_STATUS_NAME)) cacheStatus = true
+      } else if (length === 10) {
+        if (isName(name, CONNECTION_NAME)) {
+          // RFC 9110 section 7.6.1: Connection may name more fields to drop; that is left to
+          // the parsed path.
+          const value = raw[i + 1] as Buffer
+          if (!isName(value, KEEP_ALIVE_NAME) && !isName(value, CLOSE_VALUE)) return undefined
+          hop = true
+        } else {
+          hop = isName(name, KEEP_ALIVE_NAME)
+        }
+      } else if (length === 17 && isName(name, TRANSFER_ENCODING_NAME)) {
+        hop = true
+      } else if (length === 18 && isName(name, ERROR_NAME)) {
+        return undefined
+      } else {
+        for (const other of OTHER_HOP_BY_HOP_NAMES) if (isName(name, other)) return undefined
+      }
+      if (hop) {
+        out ??= raw.slice(0, i)
+        continue
+      }
+    }
+    out?.push(name, raw[i + 1] as Buffer)
+  }
+  return cacheStatus ? out ?? raw : undefined
 }
 
 type Deferred = { kind: 'data', chunk: Buffer } | { kind: 'end', trailers: ResponseHeaders } | { kind: 'error', err: Error }
@@ -206,7 +275,7 @@ export class PassThroughHandler implements Handler {
  * error) goes to `fallback` instead, so the caller can still be served; after the response
  * has started, nothing is retried and errors reach the caller.
  */
-export class ForwardHandler extends PassThroughHandler {
+export class ForwardHandler extends PassThroughHandler implements RawStartHandler {
   readonly #fallback: (err: Error, peerFault: boolean) => void
   readonly #onSuccess: () => void
   #started = false
@@ -223,6 +292,25 @@ export class ForwardHandler extends PassThroughHandler {
     super(sink, ctl, headersTimeout === undefined ? { rawHeadersMatch: true } : { headersTimeout, rawHeadersMatch: true })
     this.#fallback = fallback
     this.#onSuccess = onSuccess
+  }
+
+  /**
+   * A plain answer of the origin's, for a caller that takes raw fields and nobody sharing it:
+   * passed on without ever parsing the fields into an object (the caller's request() parses
+   * them anyway). Anything else goes to onResponseStart.
+   */
+  onRawResponseStart (_controller: Controller, status: number, raw: Buffer[], statusText: string): boolean {
+    if (status < 200) return false
+    const sink = this.sink
+    if (!sink.legacy && !(sink instanceof Fanout && sink.rawAlone)) return false
+    const out = ownerAnswerRaw(raw)
+    if (out === undefined) return false
+    this.clearDeadline()
+    if (this.isStale()) return true
+    this.#started = true
+    this.#onSuccess()
+    sink.startRaw(this.ctl, status, out, statusText)
+    return true
   }
 
   override onResponseStart (controller: Controller, status: number, headers: ResponseHeaders, statusText?: string): void {

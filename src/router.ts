@@ -9,6 +9,7 @@ import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { Fanout } from './dispatch/fanout.js'
 import { InFlight } from './dispatch/in-flight.js'
+import { RawUpstream } from './dispatch/raw-upstream.js'
 import { InvalidationDelivery } from './invalidation-delivery.js'
 import { ClientClosedError, ClientDestroyedError, InvalidArgumentError } from './errors.js'
 import { ERROR_HEADER, ForwardHandler, PassThroughHandler } from './forward.js'
@@ -607,7 +608,7 @@ export abstract class Router extends Dispatcher {
         // all; the owner is a forwardcache handler on node:http, which never does. Without
         // this, every HEAD forwarded to a peer cost a new connection.
         ...(req.method === 'HEAD' ? { reset: false } : {})
-      }, handler)
+      }, new RawUpstream(handler))
     } catch (err) {
       handler.onResponseError(null, err as Error)
     }

@@ -289,8 +289,28 @@ export class Fanout implements CallerHandler {
     if (thrown !== undefined) throw thrown.err
   }
 
-  startRaw (): void {
-    throw new Error('startRaw is for legacy handlers')
+  /**
+   * True while the leader alone is subscribed and takes raw fields: a final response can then
+   * start through startRaw(), with nobody needing its fields parsed.
+   */
+  get rawAlone (): boolean {
+    if (!this.#open || this.#subs.size !== 1) return false
+    for (const sub of this.#subs) return sub.leader && sub.sink.legacy
+    return false
+  }
+
+  /** A final response's start in raw form; only while `rawAlone`. */
+  startRaw (_c: Controller, status: number, raw: Buffer[], statusMessage: string): void {
+    if (!this.rawAlone) throw new Error('startRaw needs the leader alone, of the legacy contract')
+    this.#open = false
+    for (const sub of this.#subs) {
+      try {
+        sub.sink.startRaw(sub.ctl, status, raw, statusMessage)
+      } catch (err) {
+        this.#threw(sub, err)
+      }
+    }
+    if (this.#subs.size === 0) this.ctl.abort(new Error('no subscriber left'))
   }
 
   #settle (): void {
