@@ -132,9 +132,6 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       active--
       untrack()
     })
-    res.on('close', () => {
-      if (!res.writableFinished) ctl.abort(new errors.RequestAbortedError())
-    })
     sink.onRequestStart(ctl)
     endpoint.serve({
       method: method as 'GET' | 'HEAD',
@@ -144,6 +141,14 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       headers,
       directives: parseCacheControl(headers['cache-control'])
     }, sink, ctl)
+    // A hit has been written whole by now (the sink is synchronous): nothing is left to stop
+    // when the caller goes. Anything still in progress is, and this runs before any event
+    // of the connection can.
+    if (!sink.done) {
+      res.on('close', () => {
+        if (!res.writableFinished) ctl.abort(new errors.RequestAbortedError())
+      })
+    }
   }
 
   const fail = (res: ServerResponse, err: unknown): void => {
@@ -236,6 +241,8 @@ function headerValue (v: string | string[] | undefined): string | undefined {
 /** Writes a response into a node:http ServerResponse, with backpressure both ways. */
 class ServerResponseSink implements CallerHandler {
   readonly legacy = false
+  // node:http takes the response inside its 'request' event as well as later.
+  readonly synchronous = true
   readonly #res: ServerResponse
   readonly #onDone: () => void
   #controller: Controller | null = null
@@ -254,13 +261,11 @@ class ServerResponseSink implements CallerHandler {
   #stall: NodeJS.Timeout | null = null
   #flushed = 0
   #flushedAtCheck = 0
-  readonly #flush = (): void => { this.#flushed++ }
-  readonly #resume = (): void => {
-    this.#clearStall()
-    this.#controller?.resume()
-  }
+  // Made when first needed: a hit of one chunk written with end() needs none of them.
+  #flush: (() => void) | undefined
+  #resume: (() => void) | undefined
 
-  readonly #stalled = (): void => {
+  #stalled (): void {
     if (this.#done) {
       this.#stall = null
       return
@@ -278,6 +283,11 @@ class ServerResponseSink implements CallerHandler {
     this.#onDone()
     this.#controller?.abort(new errors.RequestAbortedError())
     this.#res.destroy()
+  }
+
+  /** True once the response has ended or failed here. */
+  get done (): boolean {
+    return this.#done
   }
 
   constructor (res: ServerResponse, stallMs: number, onDone: () => void) {
@@ -343,12 +353,15 @@ class ServerResponseSink implements CallerHandler {
       controller.abort(new errors.RequestAbortedError())
       return
     }
-    if (!this.#res.write(chunk, this.#flush)) {
+    if (!this.#res.write(chunk, this.#flush ??= () => { this.#flushed++ })) {
       controller.pause()
-      this.#res.once('drain', this.#resume)
+      this.#res.once('drain', this.#resume ??= () => {
+        this.#clearStall()
+        this.#controller?.resume()
+      })
       if (this.#stallMs > 0 && this.#stall === null) {
         this.#flushedAtCheck = this.#flushed
-        this.#stall = setTimeout(this.#stalled, this.#stallMs)
+        this.#stall = setTimeout(() => { this.#stalled() }, this.#stallMs)
         this.#stall.unref()
       }
     }

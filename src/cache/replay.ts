@@ -38,7 +38,8 @@ function schedule (r: Replay): void {
 /**
  * Plays a response held in memory into a caller's handler, honouring pause/resume and abort.
  * It starts on a microtask, never inside dispatch(), so callers see the same ordering as with
- * a network response. One object per replay: it is the flow target and the microtask.
+ * a network response (at once for a sink that says it is `synchronous`). One object per
+ * replay: it is the flow target and the microtask.
  */
 class Replay implements FlowTarget {
   readonly #sink: CallerHandler
@@ -62,7 +63,10 @@ class Replay implements FlowTarget {
     this.#body = body
     this.#rawHeaders = rawHeaders
     ctl.attach(this)
-    schedule(this)
+    // A request that comes in on a socket of its own is a turn of the event loop already:
+    // nothing to ration.
+    if (sink.synchronous === true) this.run()
+    else schedule(this)
   }
 
   pause (): void {}

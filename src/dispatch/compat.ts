@@ -25,6 +25,12 @@ export interface CallerHandler extends Required<Pick<Handler, 'onRequestStart' |
   onResponseStart (controller: Controller, statusCode: number, headers: ResponseHeaders, statusMessage?: string, raw?: Buffer[]): void
   /** True when the caller speaks the legacy contract and wants raw header Buffers. */
   readonly legacy: boolean
+  /**
+   * True when a stored response may be played into this handler at once, inside the call
+   * that serves it. A Dispatcher's caller may not be called back inside dispatch(); the
+   * owner's handler() writing into node:http may.
+   */
+  readonly synchronous?: boolean
   /** onResponseStart for callers of the legacy contract, given headers already in raw form. */
   startRaw (controller: Controller, statusCode: number, rawHeaders: Buffer[], statusMessage: string): void
 }
