@@ -62,7 +62,7 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
   // Normalised targets by the query that named them: peers ask for the same URLs over and over,
   // and parsing one costs more than the rest of serving a hit. Only valid ones are kept, and
   // nothing downstream writes to a request's URL.
-  const targets = new Map<string, URL>()
+  const targets = new Map<string, Target>()
   // Connections already let in, with the pool generation that let them in: the address of a
   // connection does not change, so a keep-alive peer is checked once per pool.
   const admitted = new WeakMap<object, number>()
@@ -70,26 +70,30 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
   const serve = (req: IncomingMessage, res: ServerResponse, raw: string, qIndex: number): void => {
     const method = req.method ?? ''
     const query = qIndex === -1 ? '' : raw.slice(qIndex + 1)
-    let url = targets.get(query)
-    const remembered = url !== undefined
-    if (url === undefined) {
-      const target = targetOf(query)
-      if (target === null || target === '') return refuse(res, 400, 'missing-q', 'missing query parameter q (the absolute origin URL)')
+    let target = targets.get(query)
+    const remembered = target !== undefined
+    if (target === undefined) {
+      const sent = targetOf(query)
+      if (sent === null || sent === '') return refuse(res, 400, 'missing-q', 'missing query parameter q (the absolute origin URL)')
+      let parsed: URL
       try {
-        url = normaliseOriginUrl(target)
+        parsed = normaliseOriginUrl(sent)
       } catch (err) {
         return refuse(res, 400, 'bad-q', `bad q: ${(err as Error).message}`)
       }
+      // A URL's href and host are made anew at each read.
+      target = { url: parsed, key: parsed.href, host: parsed.host }
     }
+    const { url, key } = target
     if (endpoint.signer !== undefined) {
       const auth = headerValue(req.headers[AUTH_HEADER])
-      let verdict = endpoint.signer.verify(method, url.href, endpoint.self, auth)
+      let verdict = endpoint.signer.verify(method, key, endpoint.self, auth)
       if (!verdict.ok && verdict.reason === 'bad signature') {
         // The signed URL is `q` as sent. A peer of a version before percent-encodings were tidied
         // (url.ts) signs and sends its own spelling; that spelling is checked as such, and is
         // served under the tidied key.
         const sent = targetOf(query)
-        if (sent !== null && sent !== url.href) verdict = endpoint.signer.verify(method, sent, endpoint.self, auth)
+        if (sent !== null && sent !== key) verdict = endpoint.signer.verify(method, sent, endpoint.self, auth)
       }
       if (!verdict.ok) {
         if (verdict.overloaded === true) return refuse(res, 503, 'overloaded', `unavailable: ${verdict.reason}`, { 'retry-after': '1' })
@@ -101,7 +105,7 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
     // the table, and only for queries of ordinary length: about 10 MiB at the very most.
     if (!remembered && query.length <= MAX_REMEMBERED_QUERY) {
       if (targets.size >= MAX_REMEMBERED_TARGETS) targets.clear()
-      targets.set(query, url)
+      targets.set(query, target)
     }
     // From the raw fields: req.headers would build another object first, with node:http's own
     // rules for repeated fields.
@@ -136,8 +140,8 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
     endpoint.serve({
       method: method as 'GET' | 'HEAD',
       url,
-      key: url.href,
-      host: url.host,
+      key,
+      host: target.host,
       headers,
       directives: parseCacheControl(headers['cache-control'])
     }, sink, ctl)
@@ -214,6 +218,13 @@ const ZERO_LENGTH = /^0+$/
 // What node:http accepts in a reason phrase (its check of header values): the origin's may be
 // text it refuses, such as UTF-8, and is then left out (RFC 9112 section 4: it carries nothing).
 const VALID_REASON = /^[\t\x20-\x7e\x80-\xff]*$/
+
+/** A wire request's target, with the strings the cache needs from it. */
+interface Target {
+  readonly url: URL
+  readonly key: string
+  readonly host: string
+}
 
 const MAX_REMEMBERED_TARGETS = 2048
 const MAX_REMEMBERED_QUERY = 2048
