@@ -6,7 +6,7 @@ import { parseCacheControl } from './cache/policy.js'
 import type { CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { ERROR_HEADER } from './forward.js'
-import { BODYLESS_DROPPED, endToEndRequestHeaders, forwardcacheHops, LOOP_MESSAGE, normaliseRequestHeaders, type ResponseHeaders } from './headers.js'
+import { BODYLESS_DROPPED, endToEndRequestHeaders, forwardcacheHops, LOOP_MESSAGE, normaliseReceivedHeaders, type ResponseHeaders } from './headers.js'
 import type { PeerAddresses } from './security/peer-addresses.js'
 import { AUTH_HEADER, type Signer } from './security/signature.js'
 import type { Counters } from './stats.js'
@@ -109,7 +109,7 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
     }
     // From the raw fields: req.headers would build another object first, with node:http's own
     // rules for repeated fields.
-    const received = normaliseRequestHeaders(req.rawHeaders)
+    const received = normaliseReceivedHeaders(req.rawHeaders)
     // One hop, always: a request that has already been through two forwardcache hops is
     // going round in circles (an origin URL that points back into the cluster).
     if (forwardcacheHops(received.via) >= 2) return refuse(res, 508, 'loop', LOOP_MESSAGE)

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { Agent, request, type Dispatcher } from 'undici'
 import { Peer } from '../src/index.js'
-import { sharedRawHeaders, toRawHeaders } from '../src/headers.js'
+import { normaliseReceivedHeaders, normaliseRequestHeaders, sharedRawHeaders, toRawHeaders } from '../src/headers.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
 
 // Header text is one character per byte: 'caf\u00e9' is the obs-text byte 0xE9, and
@@ -120,5 +120,35 @@ test('a stored hit hands legacy callers, request() and fetch the field values a 
     assert.equal(origin.count('/fields'), 4)
   } finally {
     await direct.close()
+  }
+})
+
+test('normaliseReceivedHeaders reads node:http\'s raw request fields as normaliseRequestHeaders reads the same list', () => {
+  const lists: string[][] = [
+    [],
+    ['Host', '127.0.0.1:1', 'Connection', 'keep-alive', 'Via', '1.1 forwardcache'],
+    ['Accept', 'a', 'ACCEPT', 'b', 'accept', 'c'],
+    ['Cookie', 'a=1', 'cookie', 'b=2', 'X-Empty', ''],
+    ['constructor', 'x', 'toString', 'y', 'hasOwnProperty', 'z'],
+    ['Cache-Control', 'no-cache', 'Pragma', 'no-cache', 'If-None-Match', '"a", "b"']
+  ]
+  for (const list of lists) {
+    const expected = normaliseRequestHeaders(list)
+    const got = normaliseReceivedHeaders(list)
+    assert.deepEqual({ ...got }, { ...expected }, JSON.stringify(list))
+    assert.deepEqual(Object.keys(got), Object.keys(expected), JSON.stringify(list))
+  }
+  // The same refusals, with the same messages.
+  const refused: string[][] = [
+    ['Bad Name', 'x'],
+    ['__proto__', 'x'],
+    ['x-split', 'a\r\nb'],
+    ['x-nul', 'a\0b'],
+    ['x-big', 'v'.repeat(17 * 1024)]
+  ]
+  for (const list of refused) {
+    const expected = (() => { try { normaliseRequestHeaders(list) } catch (err) { return err as Error } })()
+    assert.ok(expected instanceof Error, JSON.stringify(list[0]))
+    assert.throws(() => normaliseReceivedHeaders(list), { name: expected.name, message: expected.message })
   }
 })
