@@ -40,6 +40,25 @@ function run (args: string[], msg: string, execArgv: string[] = []): { proc: Chi
   return { proc, line }
 }
 
+/**
+ * Starts the command on a port freePort() found, and resolves once it listens. Between
+ * freePort() closing the port and the command binding it, another process (a concurrent
+ * test's connection taking it as its local port) may take it: such a start is tried again on
+ * another port.
+ */
+async function listening (args: (port: number) => string[]): Promise<{ proc: ChildProcess, port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    const r = run(args(port), 'listening')
+    try {
+      await r.line
+      return { proc: r.proc, port }
+    } catch (err) {
+      if (attempt >= 5 || !(err as Error).message.includes('EADDRINUSE')) throw err
+    }
+  }
+}
+
 test('--dns with a --self that has a path: the peers from DNS get that path, and self is listed once', { timeout: 20_000 }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fc-dns-'))
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
@@ -104,9 +123,8 @@ test('SIGTERM while a slow caller is still taking a /fetch body: the command exi
   const truncated: string[] = []
   for (let i = 0; i < sizes.length; i += 6) {
     await Promise.all(sizes.slice(i, i + 6).map(async (size) => {
-      const port = await freePort()
-      const r = run(['--self', `http://127.0.0.1:${port}`, '--host', '127.0.0.1'], 'listening')
-      await r.line
+      const { proc, port } = await listening((p) => ['--self', `http://127.0.0.1:${p}`, '--host', '127.0.0.1'])
+      const r = { proc }
       const exited = new Promise<number | null>((resolve) => r.proc.on('exit', (code) => resolve(code)))
       const sock = net.connect(port, '127.0.0.1')
       const q = encodeURIComponent(`http://127.0.0.1:${originPort}/big?size=${size}`)
