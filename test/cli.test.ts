@@ -37,6 +37,32 @@ function run (args: string[]): Running {
   }
 }
 
+/**
+ * Starts commands on ports from freePort() and waits until every one listens, with the
+ * `listening' lines. Between freePort() closing a port and a command binding it, another
+ * process may take it: the commands are then stopped and started again on other ports.
+ */
+async function startListening (count: number, argsFor: (ports: number[]) => string[][]): Promise<{ ports: number[], started: Running[], lines: Array<Record<string, unknown>> }> {
+  for (let attempt = 1; ; attempt++) {
+    const ports: number[] = []
+    for (let i = 0; i < count; i++) ports.push(await freePort())
+    const started = argsFor(ports).map((args) => run(args))
+    // 'close' comes after the command's output has all been read.
+    const outcomes = await Promise.all(started.map((r) => Promise.race([
+      r.waitFor('listening'),
+      once(r.proc, 'close').then(() => r.lines.some((l) => String(l.error ?? '').includes('EADDRINUSE')) ? 'in use' : 'exited')
+    ])))
+    if (outcomes.every((o) => typeof o === 'object')) return { ports, started, lines: outcomes as Array<Record<string, unknown>> }
+    for (const r of started) {
+      if (r.proc.exitCode === null && r.proc.signalCode === null) {
+        r.proc.kill('SIGKILL')
+        await once(r.proc, 'exit')
+      }
+    }
+    if (attempt >= 5 || outcomes.includes('exited')) throw new Error(`the command did not start: ${outcomes.map(String).join(', ')}`)
+  }
+}
+
 let origin: CountingOrigin
 const running: Running[] = []
 
@@ -47,11 +73,13 @@ after(async () => {
 })
 
 test('the forwardcache command runs peers that share one cache, exposes /metrics and stops cleanly on SIGTERM', async () => {
-  const ports = [await freePort(), await freePort()]
+  const { ports, started, lines } = await startListening(2, (ports) => {
+    const urls = ports.map((p) => `http://127.0.0.1:${p}`)
+    return urls.map((url) => ['--self', url, '--peers', urls.join(','), '--host', '127.0.0.1'])
+  })
+  running.push(...started)
   const urls = ports.map((p) => `http://127.0.0.1:${p}`)
-  for (const url of urls) running.push(run(['--self', url, '--peers', urls.join(','), '--host', '127.0.0.1']))
-  const started = await Promise.all(running.map((r) => r.waitFor('listening')))
-  assert.deepEqual(started.map((l) => l.port), ports)
+  assert.deepEqual(lines.map((l) => l.port), ports)
   // Callers that are not Node use /fetch?q=URL on any peer: routed to the owner.
   for (let i = 0; i < 4; i++) {
     for (const url of urls) {
@@ -102,11 +130,10 @@ test('the forwardcache command refuses bad arguments with usage and exit code 2'
 })
 
 test('a standalone peer whose --self has a path answers the peers under it; /fetch checks q as every other way in does', { timeout: 30_000 }, async () => {
-  const port = await freePort()
-  const self = `http://127.0.0.1:${port}/cache`
-  const r = run(['--self', self, '--host', '127.0.0.1'])
+  const { ports: [port], started: [r] } = await startListening(1, ([p]) => [['--self', `http://127.0.0.1:${String(p)}/cache`, '--host', '127.0.0.1']])
+  if (r === undefined) throw new Error('not started')
   running.push(r)
-  await r.waitFor('listening')
+  const self = `http://127.0.0.1:${String(port)}/cache`
   // What another peer sends to this one: its base URL, then the handler path.
   const url = `${origin.url}/under-a-base-path`
   const wire = await request(`${self}/proxy?q=${encodeURIComponent(url)}`)
