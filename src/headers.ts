@@ -17,22 +17,30 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 // CR, LF and NUL can split a message; other controls are refused by undici itself.
 const UNSAFE_VALUE = /[\r\n\0]/
 
-function addHeader (out: RequestHeaders, rawName: string, rawValue: unknown): void {
+/** A request field's name in lower case; throws when it is not a token. */
+function fieldName (rawName: string): string {
   const name = rawName.toLowerCase()
   // __proto__ is a token, but assigning it to an object sets nothing: the field would vanish.
   if (!TOKEN.test(name) || name === '__proto__') throw new InvalidArgumentError(`invalid header name ${JSON.stringify(rawName)}`)
+  return name
+}
+
+/** Adds one value of the field `name` (already lower case) to `out`. */
+function addValue (out: RequestHeaders, name: string, value: string): void {
+  if (UNSAFE_VALUE.test(value)) throw new InvalidArgumentError(`invalid value for header ${name}`)
+  let prev = out[name]
+  // A name such as `constructor` reads Object.prototype's member: that is no earlier field.
+  if (prev !== undefined && !Object.hasOwn(out, name)) prev = undefined
+  // RFC 9110 section 5.3 allows joining repeated fields with commas; Cookie is the
+  // exception (RFC 6265 section 5.4) and joins with "; ".
+  out[name] = prev === undefined ? value : `${prev}${name === 'cookie' ? '; ' : ', '}${value}`
+}
+
+function addHeader (out: RequestHeaders, rawName: string, rawValue: unknown): void {
+  const name = fieldName(rawName)
   if (rawValue === undefined || rawValue === null) return
-  const values = Array.isArray(rawValue) ? rawValue : [rawValue]
-  for (const v of values) {
-    const value = String(v)
-    if (UNSAFE_VALUE.test(value)) throw new InvalidArgumentError(`invalid value for header ${name}`)
-    let prev = out[name]
-    // A name such as `constructor` reads Object.prototype's member: that is no earlier field.
-    if (prev !== undefined && !Object.hasOwn(out, name)) prev = undefined
-    // RFC 9110 section 5.3 allows joining repeated fields with commas; Cookie is the
-    // exception (RFC 6265 section 5.4) and joins with "; ".
-    out[name] = prev === undefined ? value : `${prev}${name === 'cookie' ? '; ' : ', '}${value}`
-  }
+  if (Array.isArray(rawValue)) for (const v of rawValue) addValue(out, name, String(v))
+  else addValue(out, name, String(rawValue))
 }
 
 /**
@@ -55,9 +63,9 @@ export function normaliseRequestHeaders (headers: unknown): RequestHeaders {
 
 /**
  * normaliseRequestHeaders for the raw fields node:http received (IncomingMessage.rawHeaders:
- * alternating name and value strings), with the same checks and results, in one pass: the
- * owner's handler reads every peer's request this way, and the general reader cost it about
- * 3 µs for a peer's three fields.
+ * alternating name and value strings), with the same checks and results, in one pass and
+ * with no array or string made per field: the owner's handler reads every peer's request this
+ * way, and the general reader cost it about 3 µs for a peer's three fields.
  */
 export function normaliseReceivedHeaders (raw: readonly string[]): RequestHeaders {
   if (raw.length === 0) return NO_HEADERS
@@ -67,11 +75,7 @@ export function normaliseReceivedHeaders (raw: readonly string[]): RequestHeader
     const rawName = raw[i] as string
     const value = raw[i + 1] as string
     size += rawName.length + value.length + 4
-    const name = rawName.toLowerCase()
-    if (!TOKEN.test(name) || name === '__proto__') throw new InvalidArgumentError(`invalid header name ${JSON.stringify(rawName)}`)
-    if (UNSAFE_VALUE.test(value)) throw new InvalidArgumentError(`invalid value for header ${name}`)
-    const prev = Object.hasOwn(out, name) ? out[name] : undefined
-    out[name] = prev === undefined ? value : `${prev}${name === 'cookie' ? '; ' : ', '}${value}`
+    addValue(out, fieldName(rawName), value)
   }
   if (size > MAX_REQUEST_HEADER_BYTES) throw new InvalidArgumentError(`request headers are over ${MAX_REQUEST_HEADER_BYTES} bytes`)
   return out
