@@ -5,7 +5,7 @@ import { Deadline } from './dispatch/deadline.js'
 import { Fanout } from './dispatch/fanout.js'
 import type { RawStartHandler } from './dispatch/raw-upstream.js'
 import { PeerProtocolError } from './errors.js'
-import { endToEndResponseHeaders, headerString, type ResponseHeaders } from './headers.js'
+import { endToEndResponseHeaders, headerString, HOP_BY_HOP, type ResponseHeaders } from './headers.js'
 
 type Controller = Dispatcher.DispatchController
 type Handler = Dispatcher.DispatchHandler
@@ -87,9 +87,10 @@ const ERROR_NAME = Buffer.from(ERROR_HEADER)
 const CONNECTION_NAME = Buffer.from('connection')
 const KEEP_ALIVE_NAME = Buffer.from('keep-alive')
 const TRANSFER_ENCODING_NAME = Buffer.from('transfer-encoding')
-// The rest of headers.ts's hop-by-hop names, rarely sent by node:http: their presence sends
-// the answer down the parsed path.
-const OTHER_HOP_BY_HOP_NAMES = ['proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization'].map((name) => Buffer.from(name))
+// The other hop-by-hop names, which node:http does not send itself: their presence sends the
+// answer down the parsed path.
+const NODE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding'])
+const OTHER_HOP_BY_HOP_NAMES = [...HOP_BY_HOP].filter((name) => !NODE_HOP_BY_HOP.has(name)).map((name) => Buffer.from(name))
 const CLOSE_VALUE = Buffer.from('close')
 // Lengths of the names above: a field of any other length is passed on unread.
 let SCANNED_LENGTHS = 0

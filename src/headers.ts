@@ -8,7 +8,7 @@ export type RequestHeaders = Record<string, string>
 export type ResponseHeaders = Record<string, string | string[]>
 
 // RFC 9110 section 7.6.1, plus the legacy ones every proxy strips.
-const HOP_BY_HOP = new Set([
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
   'proxy-authenticate', 'proxy-authorization'
 ])
