@@ -63,6 +63,16 @@ export interface CellSpec {
   durationMs: number
   /** Unmeasured traffic before it (after the cache is filled), so the JIT and the sockets are warm. */
   warmupMs: number
+  /**
+   * Hit cells (and the hit sides of pairs) warm up for at least this many requests as well,
+   * stretching `warmupMs` up to `warmupMaxMs`: the JIT needs a number of calls, not of
+   * milliseconds, and a slow cell (two processes at one request in flight) got a fraction of
+   * a fast one's warm-up in the same time. Miss cells keep `warmupMs` alone: undici's store
+   * keeps what they fetch, and a longer warm-up grew the heap its side was measured beside.
+   */
+  warmupRequests: number
+  /** Upper bound of a hit cell's warm-up when `warmupRequests` have not all run, ms. */
+  warmupMaxMs: number
   round: number
   /**
    * How each response body is read, whole: 'stream' counts the bytes of every chunk as it

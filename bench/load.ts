@@ -28,18 +28,36 @@ export interface LoadResult {
   firstCacheStatus: string
 }
 
+/** A warm-up that also counts requests: see `load()`. */
+export interface AtLeast {
+  /** Requests to start before stopping, even after `durationMs`. */
+  requests: number
+  /** When to stop even if fewer have started, ms from the start. */
+  maxMs: number
+}
+
 /**
  * Keeps `concurrency` requests in flight until `durationMs` has passed, each
- * `undici.request(url, { dispatcher })` with its whole body read.
+ * `undici.request(url, { dispatcher })` with its whole body read. With `atLeast`, it goes on
+ * past `durationMs` until `atLeast.requests` have started or `atLeast.maxMs` has passed.
  */
-export async function load (dispatcher: Dispatcher, nextUrl: () => string, size: number, concurrency: number, durationMs: number): Promise<LoadResult> {
+export async function load (dispatcher: Dispatcher, nextUrl: () => string, size: number, concurrency: number, durationMs: number,
+  atLeast?: AtLeast): Promise<LoadResult> {
   const latencies: number[] = []
   let errors = 0
   let firstCacheStatus = ''
+  let started = 0
   const start = performance.now()
   const deadline = start + durationMs
+  const minRequests = atLeast?.requests ?? 0
+  const hardDeadline = start + Math.max(durationMs, atLeast?.maxMs ?? 0)
+  const goOn = (): boolean => {
+    const now = performance.now()
+    return now < deadline || (started < minRequests && now < hardDeadline)
+  }
   const worker = async (): Promise<void> => {
-    while (performance.now() < deadline) {
+    while (goOn()) {
+      started++
       const url = nextUrl()
       const t0 = performance.now()
       try {

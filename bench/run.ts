@@ -7,6 +7,8 @@
  *   --rounds=3            rounds of every cell
  *   --duration=1000       measured window per cell, ms
  *   --warmup=300          unmeasured traffic per cell after the cache is filled, ms
+ *   --warmup-requests=8000   hit cells warm up for at least this many requests as well...
+ *   --warmup-max=4000        ...unless this many ms have passed (0 and 0: time alone)
  *   --sizes=1024,65536,1048576
  *   --concurrency=1,32
  *   --peers=3,64,512      ring sizes for the ring scenario
@@ -33,6 +35,8 @@ interface Settings {
   rounds: number
   durationMs: number
   warmupMs: number
+  warmupRequests: number
+  warmupMaxMs: number
   sizes: number[]
   concurrency: number[]
   peers: number[]
@@ -56,6 +60,13 @@ function parseArgs (argv: readonly string[]): Settings {
     if (v === undefined) return fallback
     const n = Number(v)
     if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer`)
+    return n
+  }
+  const count = (name: string, fallback: number): number => {
+    const v = opts.get(name)
+    if (v === undefined) return fallback
+    const n = Number(v)
+    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer`)
     return n
   }
   const ints = (name: string, fallback: number[]): number[] => {
@@ -88,6 +99,8 @@ function parseArgs (argv: readonly string[]): Settings {
     pairBurstMs: int('pair-burst', 100),
     durationMs: int('duration', 1000),
     warmupMs: int('warmup', 300),
+    warmupRequests: count('warmup-requests', 8000),
+    warmupMaxMs: count('warmup-max', 4000),
     sizes: ints('sizes', [KiB, 64 * KiB, MiB]),
     concurrency: ints('concurrency', [1, 32]),
     peers: ints('peers', [3, 64, 512]),
@@ -95,6 +108,11 @@ function parseArgs (argv: readonly string[]): Settings {
     json: opts.get('json') ?? null,
     nodeArgs: nodeArgs === undefined || nodeArgs === '' ? [] : nodeArgs.split(/\s+/)
   }
+}
+
+function warmupText (s: Settings): string {
+  if (s.warmupRequests === 0 || s.warmupMaxMs <= s.warmupMs) return `${s.warmupMs} ms warm-up per cell`
+  return `a warm-up of ${s.warmupMs} ms and at least ${s.warmupRequests} requests (at most ${s.warmupMaxMs} ms) per hit cell, ${s.warmupMs} ms per miss cell`
 }
 
 function rotate<T> (list: readonly T[], by: number): T[] {
@@ -106,7 +124,7 @@ function rotate<T> (list: readonly T[], by: number): T[] {
 /** Every cell of one round, in this round's order. */
 function plan (s: Settings, round: number): CellSpec[] {
   const want = (sc: Scenario): boolean => s.only === null || s.only.has(sc)
-  const base = { durationMs: s.durationMs, warmupMs: s.warmupMs, round, peers: 0, read: s.read, secret: s.secret }
+  const base = { durationMs: s.durationMs, warmupMs: s.warmupMs, warmupRequests: s.warmupRequests, warmupMaxMs: s.warmupMaxMs, round, peers: 0, read: s.read, secret: s.secret }
   // One group per (size, concurrency): the scenarios compared with each other run back to
   // back, in an order rotated every round, so drift in the machine hits them alike.
   const groups: CellSpec[][] = []
@@ -228,7 +246,7 @@ function report (s: Settings, planned: number, results: readonly CellResult[], w
   })()
   out.push(`forwardcache bench: Node ${process.version}, undici ${undiciVersion}, ${os.availableParallelism()} CPUs (${cpu}), ${os.platform()} ${os.release()}`)
   out.push(`forwardcache ${git}; bodies read with ${s.read === 'stream' ? 'a byte count of every chunk (no copy)' : 'body.arrayBuffer()'}; peers ${s.secret === '' ? 'without' : 'with'} a secret`)
-  out.push(`${s.rounds} rounds, ${planned} cells, each in a fresh process; ${s.durationMs} ms measured after ${s.warmupMs} ms warm-up per cell; ${results.length} of ${planned} cells succeeded; total ${(wallMs / 1000).toFixed(0)} s`)
+  out.push(`${s.rounds} rounds, ${planned} cells, each in a fresh process; ${s.durationMs} ms measured after ${warmupText(s)}; ${results.length} of ${planned} cells succeeded; total ${(wallMs / 1000).toFixed(0)} s`)
   if (loads.length > 0) {
     out.push(`1-minute load average sampled before each cell: min ${Math.min(...loads).toFixed(2)}, median ${(median(loads) ?? 0).toFixed(2)}, max ${Math.max(...loads).toFixed(2)} (above ~1 means other work shared the ${os.availableParallelism()} CPUs with the bench)`)
   }
@@ -247,6 +265,7 @@ function report (s: Settings, planned: number, results: readonly CellResult[], w
         const reqs = list.reduce((n, r) => n + r.requests, 0)
         const origin = list.some((r) => r.originRequests === null) ? null : list.reduce((n, r) => n + (r.originRequests ?? 0), 0)
         const errors = list.reduce((n, r) => n + r.errors, 0)
+        const warmed = list.map((r) => r.extra.warmupRequests).filter((n): n is number => typeof n === 'number')
         rows.push([
           sc, sizeLabel(size), String(c),
           fmtInt(median(ops) ?? 0) + spread(ops),
@@ -254,6 +273,7 @@ function report (s: Settings, planned: number, results: readonly CellResult[], w
           fmtMs(median(list.map((r) => r.p99Ms ?? 0))),
           fmtMiB(Math.max(...list.map((r) => r.maxRssBytes))),
           fmtInt(reqs),
+          warmed.length === 0 ? '-' : fmtInt(median(warmed) ?? 0),
           origin === null ? '-' : `${fmtInt(origin)} (${(origin / Math.max(1, reqs)).toFixed(2)})`,
           String(errors)
         ])
@@ -263,7 +283,7 @@ function report (s: Settings, planned: number, results: readonly CellResult[], w
   if (rows.length > 0) {
     out.push('Throughput (undici.request, whole body read)')
     out.push('')
-    out.push(table(['scenario', 'body', 'conc', 'ops/s', 'p50 ms', 'p99 ms', 'peak RSS MiB', 'requests', 'origin (per req)', 'errors'], rows, new Set([2, 3, 4, 5, 6, 7, 8, 9])))
+    out.push(table(['scenario', 'body', 'conc', 'ops/s', 'p50 ms', 'p99 ms', 'peak RSS MiB', 'requests', 'warm-up requests', 'origin (per req)', 'errors'], rows, new Set([2, 3, 4, 5, 6, 7, 8, 9, 10])))
     out.push('')
   }
 

@@ -61,15 +61,24 @@ async function listenPeer (peer: Peer | null): Promise<{ server: http.Server, ur
 // ---------------------------------------------------------------------------------------------
 
 /**
- * A warm cache: the HIT_KEYS URLs are fetched once, traffic runs for warmupMs, the origin's
- * counter is reset, then the measured window runs.
+ * A hit cell's warm-up: `warmupMs` of traffic and at least `warmupRequests` requests, within
+ * `warmupMaxMs`. Answers how much it ran, for the cell's extra fields.
+ */
+async function warmUp (spec: CellSpec, dispatcher: Dispatcher, next: () => string): Promise<{ warmupRequests: number, warmupMs: number }> {
+  const r = await load(dispatcher, next, spec.size, spec.concurrency, spec.warmupMs, { requests: spec.warmupRequests, maxMs: spec.warmupMaxMs })
+  return { warmupRequests: r.requests, warmupMs: Math.round(r.elapsedMs) }
+}
+
+/**
+ * A warm cache: the HIT_KEYS URLs are fetched once, traffic runs for the warm-up (see
+ * warmUp()), the origin's counter is reset, then the measured window runs.
  */
 async function hitScenario (spec: CellSpec, origin: Helper, dispatcher: Dispatcher, urls: readonly string[],
   extraOf?: () => Promise<Record<string, number | string>>): Promise<CellResult> {
   let i = 0
   const next = (): string => urls[i++ % urls.length] as string
   await fetchAll(dispatcher, urls)
-  await load(dispatcher, next, spec.size, spec.concurrency, spec.warmupMs)
+  const warm = await warmUp(spec, dispatcher, next)
   await origin.call('reset')
   // CPU time of every process of the cell over the measured window (clientCpuUs: this one),
   // for the CPU-per-request table: on a shared VM, a request's latency at one in flight is
@@ -83,7 +92,7 @@ async function hitScenario (spec: CellSpec, origin: Helper, dispatcher: Dispatch
   const r = await load(dispatcher, next, spec.size, spec.concurrency, spec.durationMs)
   const after = await sample()
   const originRequests = await origin.call<number>('count')
-  const extra: Record<string, number | string> = { keys: urls.length }
+  const extra: Record<string, number | string> = { keys: urls.length, ...warm }
   for (const [k, v] of Object.entries(after)) {
     const b = before[k]
     extra[k] = typeof v === 'number' && typeof b === 'number' ? v - b : v
@@ -107,9 +116,9 @@ async function throughput (spec: CellSpec): Promise<CellResult> {
     const { floor, urls } = floorOf(spec.size)
     let i = 0
     const next = (): string => urls[i++ % urls.length] as string
-    await load(floor, next, spec.size, spec.concurrency, spec.warmupMs)
+    const warm = await warmUp(spec, floor, next)
     const r = await load(floor, next, spec.size, spec.concurrency, spec.durationMs)
-    return result(spec, r, null, { keys: urls.length })
+    return result(spec, r, null, { keys: urls.length, ...warm })
   }
 
   const origin = await Helper.start('origin')
@@ -228,7 +237,8 @@ interface Side {
  * which buries differences of 10-20% between scenarios measured in separate processes. Here
  * both sides of a pair live in one process and take turns in bursts of `durationMs` (the
  * first side alternating between going first and second), so drift hits both alike. Each
- * side is warmed with `warmupMs` of traffic first.
+ * side is warmed first: a hit side as a hit cell is (warmUp()), a miss side with `warmupMs`
+ * of traffic.
  */
 async function pairs (spec: CellSpec): Promise<CellResult> {
   const origin = await Helper.start('origin')
@@ -287,6 +297,7 @@ async function pairs (spec: CellSpec): Promise<CellResult> {
     // that heap. The side that allocates more per request pays more for a larger heap's
     // collections: on Node 24, local-hit / floor at 1 MiB with 32 in flight was 0.81-0.84
     // alone and 0.70-0.80 beside it (bench/README.md).
+    const extra: Record<string, number | string> = { bursts: PAIR_BURSTS, burstMs: spec.durationMs }
     const warmed = new Set<string>()
     const warm = async (name: string): Promise<void> => {
       if (warmed.has(name)) return
@@ -294,14 +305,14 @@ async function pairs (spec: CellSpec): Promise<CellResult> {
       const side = sides.get(name) as Side
       const first = side.next()
       await fetchAll(side.dispatcher, [first, ...Array.from({ length: HIT_KEYS - 1 }, () => side.next())])
-      await load(side.dispatcher, side.next, spec.size, spec.concurrency, spec.warmupMs)
+      if (name === 'miss' || name === 'undici-cache-miss') await load(side.dispatcher, side.next, spec.size, spec.concurrency, spec.warmupMs)
+      else extra[`${name}|warmup`] = (await warmUp(spec, side.dispatcher, side.next)).warmupRequests
     }
     for (const name of sides.keys()) if (name !== 'miss' && name !== 'undici-cache-miss') await warm(name)
     const localBefore = local.stats()
     const aBefore = peerA.stats()
     const ownerBefore = await owner.call<PeerStats>('stats')
 
-    const extra: Record<string, number | string> = { bursts: PAIR_BURSTS, burstMs: spec.durationMs }
     let errors = 0
     let requests = 0
     const record = (name: string, r: Alternation): void => {
@@ -670,6 +681,8 @@ async function main (): Promise<void> {
     peers: given.peers ?? 0,
     durationMs: given.durationMs ?? 1000,
     warmupMs: given.warmupMs ?? 300,
+    warmupRequests: given.warmupRequests ?? 0,
+    warmupMaxMs: given.warmupMaxMs ?? 0,
     round: given.round ?? 0,
     read: given.read ?? 'stream',
     secret: given.secret ?? ''
