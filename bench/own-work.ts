@@ -135,6 +135,9 @@ async function main (): Promise<void> {
       { name: 'fixed', url: `${fixed.url}${wirePath}`, timed: timedFixed, us: [] as number[] }
     ]
     for (const c of ownerCases) await repeat(5 * burst, c.url, agent)
+    // Every measured request must be a hit answered inside the request event: a miss would be
+    // timed only up to its first await.
+    const fetchedBefore = peerB.stats().originFetches
     for (let k = 0; k < bursts; k++) {
       for (const c of k % 2 === 0 ? ownerCases : [...ownerCases].reverse()) {
         c.timed.take()
@@ -142,6 +145,7 @@ async function main (): Promise<void> {
         c.us.push(c.timed.take())
       }
     }
+    if (peerB.stats().originFetches !== fetchedBefore) throw new Error('B went to the origin while measured')
 
     // The forwarding peer A, with undici's Pool answering B's raw answer in this process.
     const raw: Buffer[] = []
