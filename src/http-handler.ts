@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import { errors } from 'undici'
 import type { CacheRequest } from './cache/local-cache.js'
-import { parseCacheControl } from './cache/policy.js'
+import { requestDirectives } from './cache/policy.js'
 import type { CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { ERROR_HEADER } from './forward.js'
@@ -128,13 +128,16 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
     if (active >= endpoint.maxRequests) {
       return refuse(res, 503, 'overloaded', 'too many concurrent requests', { 'retry-after': '1' })
     }
-    counters.add('servedForPeers')
+    counters.values.servedForPeers++
     active++
     const ctl = new CallerController()
-    const untrack = endpoint.track(ctl)
+    // Tracked for close() only if it is still in progress once serve() returns: a hit has
+    // been written whole by then (the sink is synchronous), and nothing can close the peer in
+    // between.
+    let untrack: (() => void) | undefined
     const sink = new ServerResponseSink(res, endpoint.stallMs, () => {
       active--
-      untrack()
+      untrack?.()
     })
     sink.onRequestStart(ctl)
     endpoint.serve({
@@ -143,12 +146,12 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       key,
       host: target.host,
       headers,
-      directives: parseCacheControl(headers['cache-control'])
+      directives: requestDirectives(headers['cache-control'])
     }, sink, ctl)
-    // A hit has been written whole by now (the sink is synchronous): nothing is left to stop
-    // when the caller goes. Anything still in progress is, and this runs before any event
-    // of the connection can.
+    // Nothing is left to stop when the caller of a hit goes. Anything still in progress is,
+    // and this runs before any event of the connection can.
     if (!sink.done) {
+      untrack = endpoint.track(ctl)
       res.on('close', () => {
         if (!res.writableFinished) ctl.abort(new errors.RequestAbortedError())
       })

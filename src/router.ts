@@ -36,8 +36,10 @@ interface Target {
   /** The ring `owner` was looked up on: a lookup on the current ring is reused, not rehashed. */
   ring: Ring | undefined
   owner: string | undefined
-  /** The key as the wire protocol's q parameter, once it has been forwarded. */
-  query: string | undefined
+  /** The wire protocol's path and query for it (`{path}?q={key}`), once it has been forwarded. */
+  wire: string | undefined
+  /** The key of a coalesced GET of it with no Cache-Control or Pragma, once it has had one. */
+  flight: string | undefined
 }
 
 // The context a Dispatcher hands to onRequestStart; nothing in it, so one for all requests.
@@ -484,7 +486,7 @@ export abstract class Router extends Dispatcher {
     let target = paths?.get(path)
     if (target !== undefined) return target
     const url = normaliseOriginUrl(originBase(origin) + (path.includes('\\') ? escapePathBackslashes(path) : path))
-    target = { url, key: url.href, host: url.host, ring: undefined, owner: undefined, query: undefined }
+    target = { url, key: url.href, host: url.host, ring: undefined, owner: undefined, wire: undefined, flight: undefined }
     // Only URLs of ordinary length are remembered, as handler() remembers its targets: the
     // table holds each one several times over (the path, the key, the URL), and 4096 URLs of
     // a megabyte each (a caller that fetches URLs it is given) took gigabytes of heap.
@@ -533,7 +535,7 @@ export abstract class Router extends Dispatcher {
       if (this.hot.tryServe(req, sink, ctl)) return
       hot = this.hot.count(req)
     }
-    const query = target.query ??= encodeURIComponent(target.key)
+    const wire = target.wire ??= this.#wirePath(target.key)
     if (coalescable(req)) {
       // At most one forward per key in flight from this peer: identical requests that arrive
       // before its response starts share it. Identical includes what they ask of the owner's
@@ -541,7 +543,11 @@ export abstract class Router extends Dispatcher {
       // took a stored or stale response, nor the other way round (RFC 9111 section 5.2.1).
       const cc = req.headers['cache-control']
       const pragma = req.headers.pragma
-      const flightKey = cc === undefined && pragma === undefined ? `${req.method} ${req.key}` : `${req.method} ${req.key}\n${cc ?? ''}\n${pragma ?? ''}`
+      // Made once per URL for the usual case: a flat string whose hash is kept, not a
+      // concatenation to flatten and hash on every forward.
+      const flightKey = cc === undefined && pragma === undefined
+        ? req.method === 'GET' ? target.flight ??= `GET ${req.key}` : `${req.method} ${req.key}`
+        : `${req.method} ${req.key}\n${cc ?? ''}\n${pragma ?? ''}`
       const existing = this.#forwards.get(flightKey)
       if (existing !== undefined && existing.join(sink, ctl, () => this.#retry(req, target, sink, ctl, existing), req.headers)) {
         this.counters.add('coalescedWaits')
@@ -553,10 +559,10 @@ export abstract class Router extends Dispatcher {
       })
       fanout.join(sink, ctl, () => {}, req.headers, true)
       this.#forwards.set(flightKey, fanout)
-      this.#forward(owner, query, req, fanout, fanout.ctl, hot)
+      this.#forward(owner, wire, req, fanout, fanout.ctl, hot)
       return
     }
-    this.#forward(owner, query, req, sink, ctl, hot)
+    this.#forward(owner, wire, req, sink, ctl, hot)
   }
 
   /**
@@ -572,10 +578,15 @@ export abstract class Router extends Dispatcher {
     // each) and count it once more towards ejection: three callers of one URL sharing one
     // failed forward ejected the owner at the default ejectAfter.
     if (this.#failedForwards.get(flight) === owner) return this.direct(req, sink, ctl, 'owner-unavailable')
-    this.#forward(owner, target.query ??= encodeURIComponent(target.key), req, sink, ctl, false)
+    this.#forward(owner, target.wire ??= this.#wirePath(target.key), req, sink, ctl, false)
   }
 
-  #forward (owner: string, query: string, req: CacheRequest, sink: CallerHandler, ctl: CallerController, hot: boolean): void {
+  /** The wire protocol's path and query asking an owner for `key`, less the owner's base path. */
+  #wirePath (key: string): string {
+    return `${this.options.path}?q=${encodeURIComponent(key)}`
+  }
+
+  #forward (owner: string, wire: string, req: CacheRequest, sink: CallerHandler, ctl: CallerController, hot: boolean): void {
     // The owner's answers are copied hot, never the origin's answer to a fallback: that one
     // the owner has not seen, let alone judged storable.
     const caller = sink
@@ -599,7 +610,7 @@ export abstract class Router extends Dispatcher {
     }, this.options.peerTimeout)
     try {
       pool.dispatch({
-        path: `${basePath}${this.options.path}?q=${query}`,
+        path: basePath === '' ? wire : basePath + wire,
         method: req.method,
         headers: this.#signed(req.method, req.key, owner, addVia({ ...req.headers })),
         headersTimeout: this.options.peerTimeout,

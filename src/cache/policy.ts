@@ -41,11 +41,6 @@ function splitList (value: string): string[] {
 
 const DIRECTIVE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s"]*)))?$/
 
-/**
- * Parses a Cache-Control value into directives (lower-case names, unquoted values). The first
- * occurrence of a repeated directive wins (RFC 9111 section 4.2.1); empty list elements are
- * skipped and a malformed element is ignored without losing the ones after it.
- */
 const NO_DIRECTIVES: Directives = new Map()
 
 /** Directives of a request that may have no Cache-Control: the empty case allocates nothing. */
@@ -53,6 +48,11 @@ export function requestDirectives (value: string | undefined): Directives {
   return value === undefined || value === '' ? NO_DIRECTIVES : parseCacheControl(value)
 }
 
+/**
+ * Parses a Cache-Control value into directives (lower-case names, unquoted values). The first
+ * occurrence of a repeated directive wins (RFC 9111 section 4.2.1); empty list elements are
+ * skipped and a malformed element is ignored without losing the ones after it.
+ */
 export function parseCacheControl (value: string | undefined): Directives {
   const out: Directives = new Map()
   if (value === undefined || value === '') return out
@@ -435,13 +435,16 @@ const STALE: Reuse = Object.freeze({ action: 'stale' })
 const STALE_REVALIDATE: Reuse = Object.freeze({ action: 'stale-revalidate' })
 const VALIDATE: Reuse = Object.freeze({ action: 'validate' })
 
+const PRAGMA_NO_CACHE = /(^|,)\s*no-cache\s*(,|$)/i
+
 /**
  * Does the request refuse a stored response without validation: Cache-Control: no-cache
  * (section 5.2.1.4), or Pragma: no-cache when it has no Cache-Control (section 5.4)?
  */
 export function requestSaysNoCache (requestDirectives: Directives, requestHeaders: RequestHeaders): boolean {
-  return requestDirectives.has('no-cache') ||
-    (requestHeaders['cache-control'] === undefined && /(^|,)\s*no-cache\s*(,|$)/i.test(requestHeaders.pragma ?? ''))
+  if (requestDirectives.has('no-cache')) return true
+  const pragma = requestHeaders.pragma
+  return pragma !== undefined && requestHeaders['cache-control'] === undefined && PRAGMA_NO_CACHE.test(pragma)
 }
 
 /**
