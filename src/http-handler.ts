@@ -6,7 +6,7 @@ import { requestDirectives } from './cache/policy.js'
 import type { CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { ERROR_HEADER } from './forward.js'
-import { BODYLESS_DROPPED, endToEndRequestHeaders, forwardcacheHops, LOOP_MESSAGE, normaliseReceivedHeaders, type ResponseHeaders } from './headers.js'
+import { BODYLESS_DROPPED, endToEndRequestHeaders, forwardcacheHops, LOOP_MESSAGE, normaliseReceivedHeaders, type RequestHeaders, type ResponseHeaders } from './headers.js'
 import type { PeerAddresses } from './security/peer-addresses.js'
 import { AUTH_HEADER, type Signer } from './security/signature.js'
 import type { Counters } from './stats.js'
@@ -66,6 +66,7 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
   // Connections already let in, with the pool generation that let them in: the address of a
   // connection does not change, so a keep-alive peer is checked once per pool.
   const admitted = new WeakMap<object, number>()
+  let lastFields: { raw: readonly string[], headers: RequestHeaders | undefined } = { raw: [], headers: undefined }
 
   const serve = (req: IncomingMessage, res: ServerResponse, raw: string, qIndex: number): void => {
     const method = req.method ?? ''
@@ -107,24 +108,37 @@ export function createHandler (endpoint: OwnerEndpoint): NodeHandler {
       if (targets.size >= MAX_REMEMBERED_TARGETS) targets.clear()
       targets.set(query, target)
     }
-    // From the raw fields: req.headers would build another object first, with node:http's own
-    // rules for repeated fields.
-    const received = normaliseReceivedHeaders(req.rawHeaders)
-    // One hop, always: a request that has already been through two forwardcache hops is
-    // going round in circles (an origin URL that points back into the cluster).
-    if (forwardcacheHops(received.via) >= 2) return refuse(res, 508, 'loop', LOOP_MESSAGE)
+    // A peer sends the same fields on request after request (Host, Connection, Via): fields
+    // exactly those of the last request let in passed every check below, and read into the
+    // same end-to-end fields, kept frozen. Reading them anew cost the owner 2.5 of its 8 µs
+    // per hit.
+    const rawHeaders = req.rawHeaders
+    let headers = sameStrings(rawHeaders, lastFields.raw) ? lastFields.headers : undefined
+    let received: RequestHeaders | undefined
+    if (headers === undefined) {
+      // From the raw fields: req.headers would build another object first, with node:http's
+      // own rules for repeated fields.
+      received = normaliseReceivedHeaders(rawHeaders)
+      // One hop, always: a request that has already been through two forwardcache hops is
+      // going round in circles (an origin URL that points back into the cluster).
+      if (forwardcacheHops(received.via) >= 2) return refuse(res, 508, 'loop', LOOP_MESSAGE)
+    }
     if (method === 'DELETE') {
       endpoint.invalidate(url)
       res.writeHead(204)
       res.end()
       return
     }
-    const contentLength = received['content-length']
-    // RFC 9110 section 8.6: Content-Length is 1*DIGIT, so 00 is an empty body too.
-    if ((contentLength !== undefined && !ZERO_LENGTH.test(contentLength)) || received['transfer-encoding'] !== undefined) {
-      return refuse(res, 400, 'body', `${method} requests cannot have a body`)
+    if (received !== undefined) {
+      const contentLength = received['content-length']
+      // RFC 9110 section 8.6: Content-Length is 1*DIGIT, so 00 is an empty body too.
+      if ((contentLength !== undefined && !ZERO_LENGTH.test(contentLength)) || received['transfer-encoding'] !== undefined) {
+        return refuse(res, 400, 'body', `${method} requests cannot have a body`)
+      }
+      headers = Object.freeze(endToEndRequestHeaders(received, NOT_FORWARDED))
+      lastFields = { raw: rawHeaders.slice(), headers }
     }
-    const headers = endToEndRequestHeaders(received, NOT_FORWARDED)
+    headers = headers as RequestHeaders
     if (active >= endpoint.maxRequests) {
       return refuse(res, 503, 'overloaded', 'too many concurrent requests', { 'retry-after': '1' })
     }
@@ -246,6 +260,13 @@ export function targetOf (query: string): string | null {
     } catch {}
   }
   return new URLSearchParams(query).get('q')
+}
+
+/** Two lists of the same strings in the same order. */
+function sameStrings (a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length || a.length === 0) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }
 
 function headerValue (v: string | string[] | undefined): string | undefined {

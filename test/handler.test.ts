@@ -340,3 +340,98 @@ describe('admission without a secret', () => {
     }
   })
 })
+
+describe('handler() and the fields of the last request it let in', () => {
+  // The handler keeps the end-to-end fields of the last request whose raw fields passed every
+  // check, and reuses them for a request with exactly the same raw fields.
+  test('a request whose fields differ from the last one is checked again', async () => {
+    const url = origin.url + '/fields-again'
+    const first = await call(q(url), { headers: { via: '1.1 forwardcache' } })
+    assert.equal(first.status, 200)
+    const same = await call(q(url), { headers: { via: '1.1 forwardcache' } })
+    assert.match(String(same.headers['cache-status']), /^forwardcache; hit/)
+    const loop = await call(q(url), { headers: { via: '1.1 forwardcache, 1.1 forwardcache' } })
+    assert.equal(loop.status, 508)
+    const withBody = await call(q(url), { headers: { via: '1.1 forwardcache' }, body: 'payload' })
+    assert.equal(withBody.status, 400)
+    assert.equal(withBody.headers['forwardcache-error'], 'body')
+    // undici will not send Connection: host; a raw request does.
+    const badConnection = await rawExchange(`GET ${q(url)} HTTP/1.1\r\nHost: x\r\nVia: 1.1 forwardcache\r\nConnection: host\r\n\r\n`, true)
+    assert.match(badConnection, /^HTTP\/1\.1 400 /)
+    const sameRaw = `GET ${q(url)} HTTP/1.1\r\nHost: x\r\nVia: 1.1 forwardcache\r\n\r\n`
+    assert.match(await rawExchange(sameRaw, true), /^HTTP\/1\.1 200 [^]*cache-status: forwardcache; hit/i)
+    assert.match(await rawExchange(sameRaw, true), /^HTTP\/1\.1 200 [^]*cache-status: forwardcache; hit/i)
+    const back = await call(q(url), { headers: { via: '1.1 forwardcache' } })
+    assert.equal(back.status, 200)
+    assert.match(String(back.headers['cache-status']), /^forwardcache; hit/)
+    assert.equal(origin.count('/fields-again'), 1)
+  })
+
+  test('what one request asked of the cache does not carry into the next', async () => {
+    const url = origin.url + '/fields-no-cache'
+    const ask = (headers: Record<string, string>) => call(q(url), { headers: { via: '1.1 forwardcache', ...headers } })
+    assert.equal((await ask({ 'cache-control': 'no-cache' })).status, 200)
+    assert.equal(origin.count('/fields-no-cache'), 1)
+    // The same fields again: no-cache again, so the origin again (it gives no validator).
+    assert.equal((await ask({ 'cache-control': 'no-cache' })).status, 200)
+    assert.equal(origin.count('/fields-no-cache'), 2)
+    const hit = await ask({})
+    assert.match(String(hit.headers['cache-status']), /^forwardcache; hit/)
+    assert.equal(origin.count('/fields-no-cache'), 2)
+    // And back: no-cache is read from these fields, not from the request before.
+    await ask({ 'cache-control': 'no-cache' })
+    assert.equal(origin.count('/fields-no-cache'), 3)
+  })
+
+  test('a DELETE with the fields of the GET before it still invalidates', async () => {
+    const url = origin.url + '/fields-delete'
+    await call(q(url), { headers: { via: '1.1 forwardcache' } })
+    const del = await call(q(url), { method: 'DELETE', headers: { via: '1.1 forwardcache' } })
+    assert.equal(del.status, 204)
+    const again = await call(q(url), { headers: { via: '1.1 forwardcache' } })
+    assert.equal(again.status, 200)
+    assert.equal(origin.count('/fields-delete'), 2)
+  })
+
+  test('a request still in progress when the handler returns is one close() waits for; a hit is not', async () => {
+    const slowOrigin = await startOrigin()
+    const release = deferred()
+    const arrived = deferred()
+    slowOrigin.route('/slow', (_req, res) => {
+      arrived.resolve()
+      void release.promise.then(() => {
+        res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': '4' })
+        res.end('slow')
+      })
+    })
+    const l = await listen(() => {})
+    const p = new Peer({ self: l.url, peers: [l.url] })
+    l.server.on('request', p.handler())
+    try {
+      await p.ready
+      const get = async (path: string) => {
+        const res = await request(`${l.url}${q(slowOrigin.url + path)}`, { dispatcher: agent })
+        return { status: res.statusCode, body: await res.body.text() }
+      }
+      assert.equal((await get('/stored')).status, 200)
+      assert.equal((await get('/stored')).body, 'body of /stored')
+      assert.equal(p.inFlight, 0, 'a hit written whole is not in flight')
+      const slow = get('/slow')
+      await arrived.promise
+      assert.equal(p.inFlight, 1)
+      let closed = false
+      const closing = p.close().then(() => { closed = true })
+      await new Promise((resolve) => setImmediate(resolve))
+      assert.equal(closed, false, 'close() waits for the fetch in progress')
+      release.resolve()
+      assert.deepEqual(await slow, { status: 200, body: 'slow' })
+      await closing
+      assert.equal(p.inFlight, 0)
+    } finally {
+      release.resolve()
+      await p.close()
+      await stop(l.server)
+      await slowOrigin.close()
+    }
+  })
+})
