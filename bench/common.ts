@@ -237,3 +237,11 @@ export class Helper {
     this.proc.kill()
   }
 }
+
+/** A positive integer option `--name=N` of a bench script's own command line, or `fallback`. */
+export function intOption (name: string, fallback: number): number {
+  const arg = process.argv.find((a) => a.startsWith(`--${name}=`))
+  const value = arg === undefined ? fallback : Number(arg.slice(name.length + 3))
+  if (!Number.isInteger(value) || value <= 0) throw new Error(`expected --${name} to be a positive integer`)
+  return value
+}

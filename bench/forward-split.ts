@@ -20,22 +20,15 @@
 import { Agent, type Dispatcher } from 'undici'
 import { Peer } from '../src/index.js'
 import { DEFAULT_PATH } from '../src/options.js'
-import { Helper, cpuMicros, hitUrls } from './common.js'
+import { Helper, cpuMicros, hitUrls, intOption } from './common.js'
 import { load } from './load.js'
-
-function option (name: string, fallback: number): number {
-  const arg = process.argv.find((a) => a.startsWith(`--${name}=`))
-  const value = arg === undefined ? fallback : Number(arg.slice(name.length + 3))
-  if (!Number.isInteger(value) || value <= 0) throw new Error(`expected --${name} to be a positive integer`)
-  return value
-}
 
 interface Case { name: string, dispatcher: Dispatcher, urls: string[], server: Helper }
 
 async function main (): Promise<void> {
-  const size = option('size', 1024)
-  const bursts = option('bursts', 30)
-  const burstMs = option('burst', 100)
+  const size = intOption('size', 1024)
+  const bursts = intOption('bursts', 30)
+  const burstMs = intOption('burst', 100)
   const helpers: Helper[] = []
   const closing: Array<() => Promise<void>> = []
   try {

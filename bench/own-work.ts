@@ -24,14 +24,7 @@ import type { AddressInfo } from 'node:net'
 import { Agent, Pool, request, type Dispatcher } from 'undici'
 import { Peer } from '../src/index.js'
 import { DEFAULT_PATH } from '../src/options.js'
-import { Helper, cpuMicros, hitUrls, median } from './common.js'
-
-function option (name: string, fallback: number): number {
-  const arg = process.argv.find((a) => a.startsWith(`--${name}=`))
-  const value = arg === undefined ? fallback : Number(arg.slice(name.length + 3))
-  if (!Number.isInteger(value) || value <= 0) throw new Error(`expected --${name} to be a positive integer`)
-  return value
-}
+import { Helper, cpuMicros, hitUrls, intOption, median } from './common.js'
 
 type Listener = (req: IncomingMessage, res: ServerResponse) => void
 
@@ -92,9 +85,9 @@ async function repeat (n: number, url: string, dispatcher: Dispatcher): Promise<
 }
 
 async function main (): Promise<void> {
-  const size = option('size', 1024)
-  const bursts = option('bursts', 20)
-  const burst = option('burst', 2000)
+  const size = intOption('size', 1024)
+  const bursts = intOption('bursts', 20)
+  const burst = intOption('burst', 2000)
   const closing: Array<() => Promise<unknown>> = []
   const origin = await Helper.start('origin')
   try {
