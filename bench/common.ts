@@ -9,7 +9,7 @@ export const THROUGHPUT_SCENARIOS = [
   'direct', 'undici-cache', 'undici-cache-miss', 'floor', 'local-hit', 'forwarded-hit', 'owner-wire', 'hot-hit', 'miss'
 ] as const
 export const SPECIAL_SCENARIOS = [
-  'coalesce', 'coalesce-undici-cache', 'ring', 'memory', 'memory-undici-cache', 'pairs'
+  'coalesce', 'coalesce-undici-cache', 'ring', 'memory', 'memory-undici-cache', 'memory-floor', 'pairs'
 ] as const
 
 export type ThroughputScenario = typeof THROUGHPUT_SCENARIOS[number]

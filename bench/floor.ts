@@ -134,3 +134,100 @@ export function floorOf (size: number, extra: Record<string, string> = {}): { fl
   }
   return { floor: new FloorDispatcher(entries), urls }
 }
+
+/**
+ * The least memory any in-process cache can hold responses in: an Agent's response kept in a
+ * Map as it arrived (its fields and the body's chunks, nothing copied), replayed from there for
+ * later requests of the same origin + path. No policy, no bounds, no per-entry bookkeeping: for
+ * the memory cell, where what a cache holds above this is its own overhead, and what this
+ * holds above the stored bytes is the runtime's. Speaks the legacy contract only, which is
+ * what undici.request() uses.
+ */
+export class MapCache extends Dispatcher {
+  readonly #upstream: Dispatcher
+  readonly #entries = new Map<string, { statusCode: number, statusText: string, rawHeaders: Buffer[], chunks: Buffer[] }>()
+
+  constructor (upstream: Dispatcher) {
+    super()
+    this.#upstream = upstream
+  }
+
+  /** Body bytes held. */
+  get storedBytes (): number {
+    let n = 0
+    for (const e of this.#entries.values()) for (const c of e.chunks) n += c.length
+    return n
+  }
+
+  get entries (): number {
+    return this.#entries.size
+  }
+
+  override dispatch (opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const caller = handler as unknown as LegacyHandler
+    const origin = typeof opts.origin === 'string' ? opts.origin : String(opts.origin?.origin ?? '')
+    const key = FloorDispatcher.key(origin, opts.path)
+    const entry = this.#entries.get(key)
+    if (entry !== undefined) {
+      queueMicrotask(() => {
+        let aborted: Error | null = null
+        caller.onConnect?.((err?: Error) => { aborted = err ?? new errors.RequestAbortedError() })
+        // Backpressure is not honoured: the chunks are held anyway, and the caller reads them all.
+        if (aborted === null) caller.onHeaders?.(entry.statusCode, entry.rawHeaders, () => {}, entry.statusText)
+        for (const c of entry.chunks) if (aborted === null) caller.onData?.(c)
+        if (aborted !== null) caller.onError?.(aborted)
+        else caller.onComplete?.([])
+      })
+      return true
+    }
+    const chunks: Buffer[] = []
+    let statusCode = 0
+    let statusText = ''
+    let rawHeaders: Buffer[] = []
+    return this.#upstream.dispatch(opts, {
+      onConnect: (abort: (err?: Error) => void) => caller.onConnect?.(abort),
+      onHeaders: (status: number, raw: Buffer[], resume: () => void, text: string) => {
+        statusCode = status
+        statusText = text
+        rawHeaders = raw
+        return caller.onHeaders?.(status, raw, resume, text) ?? true
+      },
+      onData: (chunk: Buffer) => {
+        chunks.push(chunk)
+        return caller.onData?.(chunk) ?? true
+      },
+      onComplete: (trailers: Buffer[]) => {
+        if (statusCode === 200) this.#entries.set(key, { statusCode, statusText, rawHeaders, chunks })
+        caller.onComplete?.(trailers)
+      },
+      onError: (err: Error) => caller.onError?.(err)
+    } as unknown as Dispatcher.DispatchHandler)
+  }
+
+  override close (): Promise<void>
+  override close (callback: () => void): void
+  override close (callback?: () => void): Promise<void> | void {
+    const done = this.#upstream.close()
+    if (callback !== undefined) { done.then(callback, callback); return }
+    return done
+  }
+
+  override destroy (): Promise<void>
+  override destroy (err: Error | null): Promise<void>
+  override destroy (callback: () => void): void
+  override destroy (err: Error | null, callback: () => void): void
+  override destroy (a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    const callback = typeof a === 'function' ? a : b
+    const done = this.#upstream.destroy(typeof a === 'function' || a === undefined ? null : a)
+    if (callback !== undefined) { done.then(callback, callback); return }
+    return done
+  }
+}
+
+interface LegacyHandler {
+  onConnect?: (abort: (err?: Error) => void) => void
+  onHeaders?: (statusCode: number, raw: Buffer[], resume: () => void, statusText: string) => boolean
+  onData?: (chunk: Buffer) => boolean
+  onComplete?: (trailers: Buffer[]) => void
+  onError?: (err: Error) => void
+}

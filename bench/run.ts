@@ -139,6 +139,7 @@ function plan (s: Settings, round: number): CellSpec[] {
   if (want('ring')) for (const peers of s.peers) special.push({ ...base, scenario: 'ring', size: 0, concurrency: 1, peers })
   if (want('memory')) special.push({ ...base, scenario: 'memory', size: MiB, concurrency: 1 })
   if (want('memory-undici-cache')) special.push({ ...base, scenario: 'memory-undici-cache', size: MiB, concurrency: 1 })
+  if (want('memory-floor')) special.push({ ...base, scenario: 'memory-floor', size: MiB, concurrency: 1 })
   if (special.length > 0) groups.push(rotate(special, round))
   // The same-process pairs take 20 alternating bursts per pair in one cell, so one round of
   // them is enough; they run in the first round.
@@ -398,14 +399,14 @@ function report (s: Settings, planned: number, results: readonly CellResult[], w
 
   // memory
   const memRows: string[][] = []
-  for (const sc of ['memory', 'memory-undici-cache'] as const) {
+  for (const sc of ['memory', 'memory-undici-cache', 'memory-floor'] as const) {
     const list = by.get(cellKey({ scenario: sc, size: MiB, concurrency: 1, peers: 0 } as CellSpec))
     if (list === undefined) continue
     const stored = median(list.map((r) => Number(r.extra.storedBytes))) ?? 0
     const peak = Math.max(...list.map((r) => r.maxRssBytes))
     const target = 1.3 * stored + 30 * MiB
     memRows.push([
-      sc === 'memory' ? 'Peer' : 'undici cache (reference)',
+      sc === 'memory' ? 'Peer' : sc === 'memory-undici-cache' ? 'undici cache (reference)' : 'a Map of Buffers (the floor)',
       fmtMiB(stored),
       list.every((r) => typeof r.extra.entries === 'number') ? String(median(list.map((r) => Number(r.extra.entries)))) : '-',
       fmtMiB(median(list.map((r) => Number(r.extra.rssBeforeFill))) ?? 0),

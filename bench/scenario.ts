@@ -17,7 +17,7 @@ import {
   HIT_KEYS, Helper, MiB, PAIRS, SPLIT_PAIRS, hitUrls, cpuMicros, isScenario, maxRssBytes, originPath, percentile, sortedSample,
   type BodyRead, type CellResult, type CellSpec, type SideInit, type SplitSide, type Tally
 } from './common.js'
-import { floorOf } from './floor.js'
+import { MapCache, floorOf } from './floor.js'
 import { load, readBody, setReadMode, type LoadResult } from './load.js'
 
 
@@ -570,6 +570,16 @@ async function memory (spec: CellSpec): Promise<CellResult> {
           destroy: () => peer.destroy()
         }
       }
+      if (spec.scenario === 'memory-floor') {
+        const map = new MapCache(new Agent())
+        return {
+          dispatcher: map,
+          ready: Promise.resolve(),
+          storedBytes: () => map.storedBytes,
+          entries: () => map.entries,
+          destroy: () => map.destroy()
+        }
+      }
       const agent = new Agent()
       const store = new cacheStores.MemoryCacheStore()
       return {
@@ -632,7 +642,7 @@ async function memory (spec: CellSpec): Promise<CellResult> {
       errors,
       extra: {
         storedBytes: stored,
-        storedFrom: spec.scenario === 'memory' ? 'peer.stats().cacheBytes' : 'MemoryCacheStore size',
+        storedFrom: spec.scenario === 'memory' ? 'peer.stats().cacheBytes' : spec.scenario === 'memory-floor' ? 'body bytes in the Map' : 'MemoryCacheStore size',
         entries: cache.entries() ?? '-',
         rssBeforeFill: rssBefore,
         rssAfterFillGc: rssAfterGc,
@@ -661,6 +671,7 @@ export async function runCell (spec: CellSpec): Promise<CellResult> {
       return await ring(spec)
     case 'memory':
     case 'memory-undici-cache':
+    case 'memory-floor':
       return await memory(spec)
     case 'pairs':
       return await pairs(spec)
