@@ -155,7 +155,9 @@ export interface PeerOptions extends RouterOptions {
    */
   maxHosts?: number | undefined
   /**
-   * Bytes one response may use; larger ones stream through uncached.
+   * Bytes one response may use; larger ones stream through uncached. Also where a byte range
+   * that misses stops being fetched whole: one starting below it is (the whole response is
+   * stored for later ranges), one starting at or past it goes to the origin as it is.
    * @default min(16 MiB, maxHostSize)
    */
   maxEntrySize?: number | undefined

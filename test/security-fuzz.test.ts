@@ -276,20 +276,27 @@ describe('end-to-end fuzz: a real origin, a real Peer', () => {
     return { statuses, fetched: origin.count(path), cacheStatus }
   }
 
+  /**
+   * The status the caller gets: the origin's, but for a GET of a range (which this origin
+   * ignores) that the Peer fills whole and answers 206 from a 200 (local-cache.ts, #fillsWhole).
+   */
+  const expectedStatus = (spec: Spec): number =>
+    spec.method === 'GET' && spec.request.range !== undefined && spec.request.authorization === undefined && spec.status === 200 ? 206 : spec.status
+
   test('canonical headers, 200 runs: no crash, and what must not be stored reaches the origin every time', async () => {
     await fc.assert(fc.asyncProperty(canonicalSpec, async (spec) => {
       const r = await twice(spec)
-      assert.deepEqual(r.statuses, [spec.status, spec.status])
+      assert.deepEqual(r.statuses, [expectedStatus(spec), expectedStatus(spec)])
       const why = mustNotStore(spec)
       if (why !== undefined) assert.equal(r.fetched, 2, `${why}: ${JSON.stringify(responseHeadersOf(spec))} ${r.cacheStatus.join(' | ')}`)
     }), { numRuns: 200, seed: SEED })
   })
 
   const adversarialViolations: string[] = []
-  test('adversarial headers, 200 runs: no crash, every response arrives with the origin\'s status', async () => {
+  test('adversarial headers, 200 runs: no crash, every response arrives with the origin\'s status (206 for a range of a 200)', async () => {
     await fc.assert(fc.asyncProperty(adversarialSpec.filter((s) => s.method === 'GET'), async (spec) => {
       const r = await twice(spec)
-      assert.deepEqual(r.statuses, [spec.status, spec.status])
+      assert.deepEqual(r.statuses, [expectedStatus(spec), expectedStatus(spec)])
       const why = mustNotStore(spec)
       if (why !== undefined && r.fetched !== 2) adversarialViolations.push(`${why}: ${JSON.stringify(responseHeadersOf(spec)['cache-control'])}`)
     }), { numRuns: 200, seed: SEED })

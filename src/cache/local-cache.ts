@@ -1,4 +1,4 @@
-import type { Dispatcher } from 'undici'
+import { errors, type Dispatcher } from 'undici'
 import type { CallerHandler } from '../dispatch/compat.js'
 import type { CallerController } from '../dispatch/controller.js'
 import { Deadline } from '../dispatch/deadline.js'
@@ -16,6 +16,7 @@ import { CallerController as BackgroundController } from '../dispatch/controller
 import { channels } from '../observe/channels.js'
 import type { SecondTier } from './second-tier.js'
 import { BodyRecorder } from './body-recorder.js'
+import { fillsWholeForRange, ifRangeAllows, parseByteRange, resolveByteRange } from './byte-range.js'
 import { entrySize, type PreparedHit, type Store, type StoredResponse } from './store.js'
 
 type Handler = Dispatcher.DispatchHandler
@@ -309,14 +310,27 @@ export class LocalCache {
     this.#lead(req, sink, ctl, undefined, 'uri-miss')
   }
 
+  /**
+   * True for a GET with a Range this cache asks the origin for the whole response for (see
+   * fillsWholeForRange): stored, that answers this range and every later one. undici and
+   * most caches pass the Range on and store nothing, so a media file fetched in ranges, as
+   * players and browsers fetch them, would never be cached at all.
+   */
+  #fillsWhole (req: CacheRequest): boolean {
+    const range = req.headers.range
+    return req.method === 'GET' && range !== undefined && !hasOriginPrecondition(req.headers) && fillsWholeForRange(range, this.#o.maxEntrySize)
+  }
+
   /** Joins the origin fetch in flight for this key, if there is one. */
   #join (req: CacheRequest, sink: CallerHandler, ctl: CallerController): boolean {
-    if (!coalescable(req)) return false
+    // A range the cache fills whole waits for the fill, then takes its range from the store.
+    const range = req.headers.range !== undefined
+    if (range ? !this.#fillsWhole(req) : !coalescable(req)) return false
     const flight = this.#flights.get(req.key)
     if (flight === undefined) return false
     this.#o.counters.add('coalescedWaits')
     const again = (): void => this.serve(req, sink, ctl, false)
-    if (req.method === 'GET' && flight.fanout !== null && flight.fanout.join(sink, ctl, again, req.headers)) return true
+    if (req.method === 'GET' && !range && flight.fanout !== null && flight.fanout.join(sink, ctl, again, req.headers)) return true
     let waiting = true
     flight.after.push(() => {
       if (waiting) again()
@@ -336,7 +350,8 @@ export class LocalCache {
   #lead (req: CacheRequest, sink: CallerHandler, ctl: CallerController, validating: StoredResponse | undefined, fwd: string,
     stale?: StoredResponse): void {
     if (channels.miss.hasSubscribers) channels.miss.publish({ self: this.#o.self, url: req.key, reason: fwd })
-    if (!coalescable(req) || this.#flights.has(req.key)) {
+    const whole = req.headers.range !== undefined && this.#fillsWhole(req)
+    if ((!whole && !coalescable(req)) || this.#flights.has(req.key)) {
       this.#fetch(req, sink, ctl, validating, fwd, undefined, stale)
       return
     }
@@ -347,7 +362,7 @@ export class LocalCache {
       this.#flights.delete(key)
       for (const resume of flight.after) resume()
     }
-    if (validating === undefined && req.method === 'GET') {
+    if (validating === undefined && req.method === 'GET' && !whole) {
       // A fill its callers stopped reading lets those waiting for its end go their own way
       // after a second: an origin fetch of their own costs less than a wait that would outlast
       // the asking peer's peerTimeout. Its stopped readers are cut off after bodyTimeout if
@@ -494,7 +509,7 @@ export class LocalCache {
     settled: () => void = () => {}, stale?: StoredResponse): void {
     const tier = this.#o.secondTier
     if (tier !== undefined && validating === undefined && stale === undefined && req.method === 'GET' &&
-      req.headers.range === undefined && !req.directives.has('no-cache')) {
+      (req.headers.range === undefined || this.#fillsWhole(req)) && !req.directives.has('no-cache')) {
       const { counters } = this.#o
       // serve() counted an LRU miss ('uri-miss'; a refetch after a mismatched 304 counted
       // none): whether the request misses is known once the store has answered. It is taken
@@ -558,9 +573,12 @@ export class LocalCache {
     // answered from what comes back. The origin's own preconditions go on (RFC 9111 section
     // 4.3.2), and so does If-Range with the Range it qualifies (RFC 9110 section 13.1.5).
     const headers = withoutConditionals(req.headers)
+    // A range asked for whole is answered from the whole response as it streams in.
+    const whole = this.#fillsWhole(req)
+    if (whole) delete headers.range
     for (const name of ORIGIN_CONDITIONALS) {
       const value = req.headers[name]
-      if (value !== undefined && (name !== 'if-range' || req.headers.range !== undefined)) headers[name] = value
+      if (value !== undefined && (name !== 'if-range' || headers.range !== undefined)) headers[name] = value
     }
     if (validating !== undefined) {
       if (validating.freshness.etag !== undefined) headers['if-none-match'] = validating.freshness.etag
@@ -569,7 +587,7 @@ export class LocalCache {
     addVia(headers)
     counters.add('originFetches')
     counters.addHost(req.host, 'originFetches')
-    const handler = new OriginResponseHandler(this, this.#o, req, sink, ctl, validating, fwd, this.#o.now(), settled, stale)
+    const handler = new OriginResponseHandler(this, this.#o, req, sink, ctl, validating, fwd, this.#o.now(), settled, stale, whole)
     try {
       origin.dispatch({
         origin: req.url.origin,
@@ -665,10 +683,20 @@ class OriginResponseHandler implements Handler {
   #notModified: ResponseHeaders | null = null
   #suppressBody = false
   #done = false
+  // The caller asked for a range and the origin for the whole response (LocalCache.#fillsWhole):
+  // the request fields the response is judged with are the origin's, without Range.
+  readonly #wholeForRange: boolean
+  readonly #asked: RequestHeaders
+  // The bytes of the body the caller is sent, once a 206 or 416 has started; the body's bytes
+  // seen so far; and whether the caller has had its whole answer while the body still comes.
+  #slice: { readonly start: number, readonly end: number } | null = null
+  #offset = 0
+  #callerEnded = false
+  #untrackRest: (() => void) | undefined = undefined
 
   constructor (cache: LocalCache, o: LocalCacheOptions, req: CacheRequest, sink: CallerHandler, ctl: CallerController,
     validating: StoredResponse | undefined, fwd: string, requestTime: number, settled: () => void,
-    stale: StoredResponse | undefined) {
+    stale: StoredResponse | undefined, wholeForRange: boolean) {
     this.#cache = cache
     this.#o = o
     this.#req = req
@@ -680,6 +708,13 @@ class OriginResponseHandler implements Handler {
     this.#settled = settled
     this.#stale = stale
     this.#body = new BodyRecorder(o.maxEntrySize)
+    this.#wholeForRange = wholeForRange
+    if (wholeForRange) {
+      const { range: _range, 'if-range': _ifRange, ...asked } = req.headers
+      this.#asked = asked
+    } else {
+      this.#asked = req.headers
+    }
     this.#sequence = cache.sequence
     this.#deadline = new Deadline(o.originTimeout, (err) => this.onResponseError(null, err))
   }
@@ -690,7 +725,7 @@ class OriginResponseHandler implements Handler {
     this.#ctl.attach(controller)
   }
 
-  onResponseStart (_controller: Controller, status: number, rawHeaders: ResponseHeaders, statusText?: string): void {
+  onResponseStart (controller: Controller, status: number, rawHeaders: ResponseHeaders, statusText?: string): void {
     // Only a final response ends the wait: undici restarts its own headers timer at each 1xx,
     // so an origin sending 103s forever would hold the fill, and everyone joined to it, for good.
     if (status >= 200) this.#deadline.clear()
@@ -727,12 +762,12 @@ class OriginResponseHandler implements Handler {
 
     let detail = ''
     if (req.method === 'GET') {
-      const decision = decideStorage(req.method, req.headers, status, headers)
+      const decision = decideStorage(req.method, this.#asked, status, headers)
       const cl = headerString(headers, 'content-length')
       this.#expected = cl !== undefined && DIGITS.test(cl) ? Number(cl) : -1
       // Only a 200 satisfies the origin's preconditions with the whole representation; a
       // 412 is an answer to this request alone.
-      const storable = decision.store && (status === 200 || !hasOriginPrecondition(req.headers))
+      const storable = decision.store && (status === 200 || !hasOriginPrecondition(this.#asked))
       if (storable && this.#expected > this.#o.maxEntrySize) {
         detail = '; detail=too-large'
       } else if (storable && closeDelimited(status, rawHeaders)) {
@@ -770,10 +805,88 @@ class OriginResponseHandler implements Handler {
         return
       }
     }
+    if (this.#wholeForRange && status === 200 && this.#expected >= 0 && this.#startRange(controller, headers, out)) return
     this.#sink.onResponseStart(this.#ctl, status, out, this.#statusText)
   }
 
-  onResponseData (_controller: Controller, chunk: Buffer): void {
+  /**
+   * Starts the caller's 206 (or 416) from the whole response's fields, as a stored response
+   * would answer it (LocalCache.#servePartialOrNotModified); false to send the whole 200, as
+   * the origin would have for a Range it ignores or an If-Range that does not match.
+   */
+  #startRange (controller: Controller, headers: ResponseHeaders, out: ResponseHeaders): boolean {
+    const req = this.#req
+    const spec = parseByteRange(req.headers.range as string)
+    if (spec === undefined) return false
+    if (!ifRangeAllows(req.headers, { etag: headerString(headers, 'etag'), lastModified: headerString(headers, 'last-modified') })) return false
+    const length = this.#expected
+    const range = resolveByteRange(spec, length)
+    if (range === 'unsatisfiable') {
+      // Fields as a 416 from the store gets them: none of the 200's (RFC 9110 section 15.5.17).
+      this.#sink.onResponseStart(this.#ctl, 416, {
+        'content-range': `bytes */${length}`,
+        'content-length': '0',
+        date: new Date(this.#o.now()).toUTCString(),
+        'cache-status': out['cache-status'] as string
+      }, 'Range Not Satisfiable')
+      this.#slice = { start: 0, end: -1 }
+      this.#endCaller(controller)
+      return true
+    }
+    // RFC 9110 section 15.3.7: a 206 carries the fields a 200 would, but those describing the
+    // whole content.
+    const partial: ResponseHeaders = { ...out, 'content-range': `bytes ${range.start}-${range.end}/${length}`, 'content-length': String(range.end - range.start + 1) }
+    for (const name of WHOLE_CONTENT_FIELDS) delete partial[name]
+    this.#sink.onResponseStart(this.#ctl, 206, partial, 'Partial Content')
+    this.#slice = range
+    return true
+  }
+
+  /** Passes on the part of `chunk` inside the caller's range, and ends the caller after its last byte. */
+  #sliceData (controller: Controller, chunk: Buffer, slice: { readonly start: number, readonly end: number }): void {
+    const from = this.#offset
+    this.#offset += chunk.length
+    if (this.#callerEnded) {
+      // Read on only for the store: a body that turned out too large is not read to its end.
+      if (!this.#body.recording) this.#stopReading(controller)
+      return
+    }
+    const lo = Math.max(slice.start - from, 0)
+    const hi = Math.min(slice.end + 1 - from, chunk.length)
+    if (hi > lo) this.#sink.onResponseData(this.#ctl, lo === 0 && hi === chunk.length ? chunk : chunk.subarray(lo, hi))
+    if (this.#offset > slice.end && !this.#done && !this.#callerEnded) this.#endCaller(controller)
+  }
+
+  /**
+   * The caller has its whole range: it gets its end now, not once the rest of the body has
+   * come. The rest is read on for the store, as background work that close() waits for and
+   * destroy() aborts, and that the caller can no longer pause or abort; a response that will
+   * not be stored is not read any further.
+   */
+  #endCaller (controller: Controller): void {
+    this.#callerEnded = true
+    this.#ctl.attach(null)
+    // A caller whose buffer was full paused the body with its last byte: it has no more to
+    // read, and paused, the rest would never come.
+    if (this.#ctl.paused) controller.resume()
+    this.#sink.onResponseEnd(this.#ctl, {})
+    if (!this.#body.recording) {
+      this.#stopReading(controller)
+      return
+    }
+    const rest = new BackgroundController()
+    rest.attach(controller)
+    this.#untrackRest = this.#o.track?.(rest)
+  }
+
+  #stopReading (controller: Controller): void {
+    if (this.#done) return
+    this.#done = true
+    this.#untrackRest?.()
+    controller.abort(new errors.RequestAbortedError('the range was sent; the rest of a response that is not stored is not read'))
+  }
+
+  onResponseData (controller: Controller, chunk: Buffer): void {
     if (this.#done || this.#notModified !== null || this.#replacedByStale) return
     // Oversized bodies keep streaming; the recorder stops keeping them, and the callers
     // waiting for the stored response go their own way.
@@ -786,7 +899,8 @@ class OriginResponseHandler implements Handler {
         this.#settled()
       }
     }
-    if (!this.#suppressBody) this.#sink.onResponseData(this.#ctl, chunk)
+    if (this.#slice !== null) this.#sliceData(controller, chunk, this.#slice)
+    else if (!this.#suppressBody) this.#sink.onResponseData(this.#ctl, chunk)
   }
 
   /** Drops the stored response a full response from the origin replaces and that will not be stored. */
@@ -808,8 +922,11 @@ class OriginResponseHandler implements Handler {
       // good. A caller that has its whole body gets its end; one still owed a response (a
       // 304's refresh, a stale stand-in) gets the error.
       this.#settled()
+      if (this.#callerEnded) return
       if (this.#notModified === null && !this.#replacedByStale) this.#sink.onResponseEnd(this.#ctl, trailers)
       else this.#sink.onResponseError(this.#ctl, err as Error)
+    } finally {
+      this.#untrackRest?.()
     }
   }
 
@@ -841,7 +958,7 @@ class OriginResponseHandler implements Handler {
       if (this.#expected >= 0 && this.#body.bytes !== this.#expected) {
         // undici itself rejects a short body; this guards any other origin dispatcher.
         this.#settled()
-        this.#sink.onResponseError(this.#ctl, new TruncatedBodyError(this.#expected, this.#body.bytes))
+        if (!this.#callerEnded) this.#sink.onResponseError(this.#ctl, new TruncatedBodyError(this.#expected, this.#body.bytes))
         return
       }
       // The whole body is known now: a HEAD answered from this entry can say its length.
@@ -869,7 +986,7 @@ class OriginResponseHandler implements Handler {
       }
     }
     this.#settled()
-    this.#sink.onResponseEnd(this.#ctl, trailers)
+    if (!this.#callerEnded) this.#sink.onResponseEnd(this.#ctl, trailers)
   }
 
   onResponseError (controller: Controller | null, err: Error): void {
@@ -884,6 +1001,9 @@ class OriginResponseHandler implements Handler {
     this.#done = true
     this.#body.stop()
     this.#settled()
+    this.#untrackRest?.()
+    // The caller has its whole range: what failed is the rest of the body, kept for nobody.
+    if (this.#callerEnded) return
     // No response reached the caller yet: a stale copy may stand in (RFC 5861).
     if (this.#status === 0 && !this.#ctl.aborted && this.#cache.serveStaleOnError(this.#req, this.#stale, this.#sink, this.#ctl)) return
     this.#sink.onResponseError(this.#ctl, err)
@@ -927,34 +1047,12 @@ interface Partial { status: 206 | 416, headers: ResponseHeaders, body: Buffer[] 
  * serve the whole response (several ranges, a unit other than bytes, or a failed If-Range).
  */
 function rangeOf (requestHeaders: RequestHeaders, f: Freshness, stored: StoredResponse): Partial | undefined {
-  // Split by hand: a regular expression with whitespace on both sides of an empty number
-  // backtracks quadratically on a long run of spaces (a 16 KiB Range blocked the loop ~0.3 s).
-  const range = requestHeaders.range as string
-  if (range.length < 6 || range.slice(0, 6).toLowerCase() !== 'bytes=') return undefined
-  const dash = range.indexOf('-', 6)
-  if (dash < 0) return undefined
-  const m = ['', range.slice(6, dash).trim(), range.slice(dash + 1).trim()] as const
-  if (!/^\d*$/.test(m[1]) || !/^\d*$/.test(m[2]) || (m[1] === '' && m[2] === '')) return undefined
-  const ifRange = requestHeaders['if-range']
-  if (ifRange !== undefined) {
-    // Section 13.1.5: a strong entity-tag match, or the exact Last-Modified date.
-    const strong = f.etag !== undefined && !f.etag.startsWith('W/') && ifRange.trim() === f.etag.trim()
-    if (!strong && ifRange.trim() !== f.lastModified) return undefined
-  }
+  const spec = parseByteRange(requestHeaders.range as string)
+  if (spec === undefined || !ifRangeAllows(requestHeaders, f)) return undefined
   const length = stored.bodyLength
-  let start: number
-  let end: number
-  if (m[1] === '') {
-    const suffix = Number(m[2])
-    if (suffix === 0) return unsatisfiable(length)
-    start = Math.max(0, length - suffix)
-    end = length - 1
-  } else {
-    start = Number(m[1])
-    end = m[2] === '' ? length - 1 : Math.min(Number(m[2]), length - 1)
-    if (m[2] !== '' && Number(m[2]) < start) return undefined
-  }
-  if (start >= length) return unsatisfiable(length)
+  const range = resolveByteRange(spec, length)
+  if (range === 'unsatisfiable') return unsatisfiable(length)
+  const { start, end } = range
   const whole = stored.body.length === 1 ? stored.body[0] as Buffer : Buffer.concat(stored.body as Buffer[])
   return {
     status: 206,

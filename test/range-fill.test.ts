@@ -1,0 +1,341 @@
+import assert from 'node:assert/strict'
+import type http from 'node:http'
+import { test } from 'node:test'
+import { request } from 'undici'
+import { Peer } from '../src/index.js'
+import { fillsWholeForRange, parseByteRange, resolveByteRange } from '../src/cache/byte-range.js'
+import { startOrigin, type CountingOrigin } from './helpers/origin.js'
+import { ownedBy, startLocalPeers, waitFor } from './helpers/peers.js'
+
+// A Range request that misses is filled whole: the origin is asked for the whole response,
+// the caller gets its range from it as it streams in, and the stored response answers every
+// later range (src/cache/local-cache.ts, LocalCache.#fillsWhole).
+
+const BODY = '0123456789abcdefghij'
+
+/** A route answering BODY with a strong ETag and a Last-Modified date, fresh for 300 s. */
+function bodyRoute (extra: http.OutgoingHttpHeaders = {}): (req: http.IncomingMessage, res: http.ServerResponse) => void {
+  return (req, res) => {
+    res.writeHead(200, {
+      'cache-control': 'max-age=300',
+      etag: '"v1"',
+      'last-modified': 'Tue, 01 Jan 2030 00:00:00 GMT',
+      'content-length': BODY.length,
+      ...extra
+    })
+    res.end(req.method === 'HEAD' ? undefined : BODY)
+  }
+}
+
+async function withOrigin (fn: (origin: CountingOrigin, peer: Peer) => Promise<void>, options: { maxEntrySize?: number } = {}): Promise<void> {
+  const origin = await startOrigin(bodyRoute())
+  const peer = new Peer({ self: 'http://127.0.0.1:1', ...options })
+  try {
+    await peer.ready
+    await fn(origin, peer)
+  } finally {
+    await peer.destroy()
+    await origin.close()
+  }
+}
+
+async function get (url: string, peer: Peer, headers: Record<string, string> = {}): Promise<{ status: number, body: string, headers: Record<string, string | string[] | undefined> }> {
+  const res = await request(url, { dispatcher: peer, headers })
+  return { status: res.statusCode, body: await res.body.text(), headers: res.headers }
+}
+
+test('byte ranges: parsed as RFC 9110 section 14.1.2 has them, one range of bytes only', () => {
+  assert.deepEqual(parseByteRange('bytes=0-9'), { first: 0, last: 9 })
+  assert.deepEqual(parseByteRange('BYTES= 5 - '), { first: 5, last: undefined })
+  assert.deepEqual(parseByteRange('bytes=-4'), { suffix: 4 })
+  for (const other of ['bytes=0-1,3-4', 'items=0-9', 'bytes=9-1', 'bytes=-', 'bytes=a-b', 'bytes', 'bytes=1']) {
+    assert.equal(parseByteRange(other), undefined, other)
+  }
+  assert.deepEqual(resolveByteRange({ first: 5, last: undefined }, 20), { start: 5, end: 19 })
+  assert.deepEqual(resolveByteRange({ first: 5, last: 100 }, 20), { start: 5, end: 19 })
+  assert.deepEqual(resolveByteRange({ suffix: 4 }, 20), { start: 16, end: 19 })
+  assert.deepEqual(resolveByteRange({ suffix: 40 }, 20), { start: 0, end: 19 })
+  assert.equal(resolveByteRange({ first: 20, last: undefined }, 20), 'unsatisfiable')
+  assert.equal(resolveByteRange({ suffix: 0 }, 20), 'unsatisfiable')
+  // Filled whole only when the range starts within what may be stored, and is not a suffix.
+  assert.equal(fillsWholeForRange('bytes=0-9', 100), true)
+  assert.equal(fillsWholeForRange('bytes=99-', 100), true)
+  assert.equal(fillsWholeForRange('bytes=100-', 100), false)
+  assert.equal(fillsWholeForRange('bytes=-5', 100), false)
+  assert.equal(fillsWholeForRange('bytes=0-1,3-4', 100), false)
+})
+
+test('a range that misses is fetched whole, answered 206 from it, and every later range and the whole response are hits', async () => {
+  await withOrigin(async (origin, peer) => {
+    const url = `${origin.url}/media`
+    const first = await get(url, peer, { range: 'bytes=2-5' })
+    assert.equal(first.status, 206)
+    assert.equal(first.body, '2345')
+    assert.equal(first.headers['content-range'], `bytes 2-5/${BODY.length}`)
+    assert.equal(first.headers['content-length'], '4')
+    assert.equal(first.headers.etag, '"v1"')
+    assert.match(String(first.headers['cache-status']), /fwd=uri-miss; fwd-status=200; stored/)
+    assert.equal(origin.count('/media'), 1)
+    const sent = origin.log[0]?.headers
+    assert.equal(sent?.range, undefined, 'the origin is asked for the whole response')
+    for (const [range, body, contentRange] of [['bytes=10-', 'abcdefghij', 'bytes 10-19/20'], ['bytes=-3', 'hij', 'bytes 17-19/20'], ['bytes=0-0', '0', 'bytes 0-0/20']] as const) {
+      const r = await get(url, peer, { range })
+      assert.deepEqual([r.status, r.body, r.headers['content-range']], [206, body, contentRange], range)
+      assert.match(String(r.headers['cache-status']), /^forwardcache; hit/)
+    }
+    const whole = await get(url, peer)
+    assert.deepEqual([whole.status, whole.body], [200, BODY])
+    assert.equal(origin.count('/media'), 1, 'one origin request for all of them')
+  })
+})
+
+test('a range that misses on a non-owner is filled whole by the owner, and the other peer\'s ranges are hits', async () => {
+  const origin = await startOrigin(bodyRoute())
+  const cluster = await startLocalPeers(2)
+  const [a, b] = cluster.peers as [Peer, Peer]
+  try {
+    const [url] = ownedBy(a, b.self, (i) => `${origin.url}/m${i}`) as [string]
+    const first = await get(url, a, { range: 'bytes=0-3' })
+    assert.deepEqual([first.status, first.body, first.headers['content-range']], [206, '0123', 'bytes 0-3/20'])
+    const second = await get(url, b, { range: 'bytes=4-7' })
+    assert.deepEqual([second.status, second.body], [206, '4567'])
+    const third = await get(url, a, { range: 'bytes=16-' })
+    assert.deepEqual([third.status, third.body], [206, 'ghij'])
+    assert.equal(origin.count(), 1)
+    assert.equal(origin.log[0]?.headers.range, undefined)
+  } finally {
+    await cluster.close()
+    await origin.close()
+  }
+})
+
+test('If-Range on a miss is judged against the whole response: a strong tag or the exact date gives the range, anything else the whole 200', async () => {
+  await withOrigin(async (origin, peer) => {
+    const cases: Array<[string, number, string]> = [
+      ['"v1"', 206, '2345'],
+      ['Tue, 01 Jan 2030 00:00:00 GMT', 206, '2345'],
+      ['"v0"', 200, BODY],
+      ['W/"v1"', 200, BODY],
+      ['Wed, 02 Jan 2030 00:00:00 GMT', 200, BODY]
+    ]
+    for (const [i, [ifRange, status, body]] of cases.entries()) {
+      const url = `${origin.url}/if-range-${i}`
+      const r = await get(url, peer, { range: 'bytes=2-5', 'if-range': ifRange })
+      assert.deepEqual([r.status, r.body], [status, body], ifRange)
+      const sent = origin.log.at(-1)?.headers
+      assert.equal(sent?.['if-range'], undefined, 'If-Range qualifies the range, which the origin is not asked for')
+      assert.equal(sent?.range, undefined)
+      // Stored either way: the same range and If-Range again are answered alike from the store.
+      const again = await get(url, peer, { range: 'bytes=2-5', 'if-range': ifRange })
+      assert.deepEqual([again.status, again.body], [status, body], `${ifRange}, from the store`)
+      assert.equal(origin.count(`/if-range-${i}`), 1)
+    }
+  })
+})
+
+test('an unsatisfiable range on a miss gets a 416 with the length, and the whole response is stored', async () => {
+  await withOrigin(async (origin, peer) => {
+    const url = `${origin.url}/short`
+    const r = await get(url, peer, { range: 'bytes=50-' })
+    assert.equal(r.status, 416)
+    assert.equal(r.body, '')
+    assert.equal(r.headers['content-range'], `bytes */${BODY.length}`)
+    assert.equal(r.headers.etag, undefined, 'none of the 200\'s fields')
+    assert.equal(r.headers['cache-control'], undefined)
+    const whole = await get(url, peer)
+    assert.deepEqual([whole.status, whole.body], [200, BODY])
+    assert.match(String(whole.headers['cache-status']), /^forwardcache; hit/)
+    assert.equal(origin.count('/short'), 1)
+  })
+})
+
+test('a range of a response that will not be stored is served, and the rest of the body is not read', async () => {
+  // 64 MiB written with backpressure: what the origin manages to write before the Peer drops
+  // the connection says whether the Peer went on reading after the caller's range.
+  const size = 64 * 1024 * 1024
+  const chunk = Buffer.alloc(64 * 1024, 'x')
+  const first = Buffer.from(chunk)
+  first.write('HEAD', 0)
+  const written: number[] = []
+  const origin = await startOrigin((req, res) => {
+    // Too large for maxEntrySize below, or no-store: either way nothing is kept.
+    res.writeHead(200, { 'cache-control': req.url === '/too-large' ? 'max-age=300' : 'no-store', 'content-length': size })
+    let sent = 0
+    let closed = false
+    res.on('close', () => { closed = true; written.push(sent) })
+    const pump = (): void => {
+      while (!closed && sent < size) {
+        const ok = res.write(sent === 0 ? first : chunk)
+        sent += chunk.length
+        if (!ok) { res.once('drain', pump); return }
+      }
+      if (!closed) res.end()
+    }
+    pump()
+  })
+  const peer = new Peer({ self: 'http://127.0.0.1:1', maxEntrySize: 1024 * 1024 })
+  try {
+    for (const path of ['/too-large', '/no-store']) {
+      const r = await get(`${origin.url}${path}`, peer, { range: 'bytes=0-3' })
+      assert.deepEqual([r.status, r.body, r.headers['content-range']], [206, 'HEAD', `bytes 0-3/${size}`], path)
+    }
+    assert.equal(origin.log.every((l) => l.headers.range === undefined), true)
+    await waitFor(() => written.length === 2, 5000, 'both origin responses closed')
+    for (const n of written) assert.ok(n < size / 2, `the origin wrote ${n} of ${size} bytes before the Peer let go`)
+    assert.equal(peer.stats().cacheEntries, 0)
+    // Not stored: the same URL goes to the origin again.
+    const again = await get(`${origin.url}/no-store`, peer, { range: 'bytes=1-2' })
+    assert.deepEqual([again.status, again.body], [206, 'EA'])
+    assert.equal(origin.count(), 3)
+    assert.equal(peer.inFlight, 0)
+  } finally {
+    await peer.destroy()
+    await origin.close()
+  }
+})
+
+test('a range starting past maxEntrySize, a suffix range and several ranges go to the origin as they are, and nothing is stored', async () => {
+  await withOrigin(async (origin, peer) => {
+    origin.route('/ranged', (req, res) => {
+      // An origin that does ranges itself, for the ones passed on.
+      res.writeHead(206, { 'cache-control': 'max-age=300', 'content-range': 'bytes 0-0/20', 'content-length': 1 })
+      res.end(req.headers.range === undefined ? '?' : '0')
+    })
+    for (const range of ['bytes=16-', 'bytes=-4', 'bytes=0-1,4-5']) {
+      const r = await get(`${origin.url}/ranged`, peer, { range })
+      assert.deepEqual([r.status, r.body], [206, '0'], range)
+      assert.equal(origin.log.at(-1)?.headers.range, range, `${range} reaches the origin`)
+    }
+    assert.equal(origin.count('/ranged'), 3)
+    assert.equal(peer.stats().cacheEntries, 0)
+  }, { maxEntrySize: 16 })
+})
+
+test('a range on a body without Content-Length gets the whole 200, stored, and the next range is a 206 hit', async () => {
+  await withOrigin(async (origin, peer) => {
+    origin.route('/chunked', (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=300' })
+      res.write(BODY.slice(0, 10))
+      res.end(BODY.slice(10))
+    })
+    const url = `${origin.url}/chunked`
+    const first = await get(url, peer, { range: 'bytes=0-3' })
+    assert.deepEqual([first.status, first.body], [200, BODY], 'RFC 9110 section 14.2: a Range may be ignored')
+    const second = await get(url, peer, { range: 'bytes=0-3' })
+    assert.deepEqual([second.status, second.body, second.headers['content-range']], [206, '0123', 'bytes 0-3/20'])
+    assert.equal(origin.count('/chunked'), 1)
+  })
+})
+
+test('ranges and a plain GET arriving together for one cold URL make one origin request', async () => {
+  await withOrigin(async (origin, peer) => {
+    origin.route('/slow', (req, res) => { setTimeout(() => bodyRoute()(req, res), 50) })
+    const url = `${origin.url}/slow`
+    const answers = await Promise.all([
+      get(url, peer, { range: 'bytes=0-1' }),
+      get(url, peer, { range: 'bytes=2-3' }),
+      get(url, peer, { range: 'bytes=18-' }),
+      get(url, peer),
+      get(url, peer, { range: 'bytes=4-5' })
+    ])
+    assert.deepEqual(answers.map((a) => [a.status, a.body]), [[206, '01'], [206, '23'], [206, 'ij'], [200, BODY], [206, '45']])
+    assert.equal(origin.count('/slow'), 1)
+  })
+})
+
+test('the caller gets its range as soon as its last byte arrives; the rest is read for the store as work close() waits for', async () => {
+  let release: () => void = () => {}
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const origin = await startOrigin((_req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': BODY.length })
+    res.write(BODY.slice(0, 10))
+    void released.then(() => res.end(BODY.slice(10)))
+  })
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  try {
+    const url = `${origin.url}/held`
+    const r = await get(url, peer, { range: 'bytes=0-4' })
+    assert.deepEqual([r.status, r.body], [206, '01234'], 'answered while the origin still holds the rest')
+    assert.equal(peer.inFlight, 1, 'the rest of the fill is still tracked')
+    let closed = false
+    const closing = peer.close().then(() => { closed = true })
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(closed, false, 'close() waits for the rest of the body')
+    release()
+    await closing
+    assert.equal(peer.inFlight, 0)
+  } finally {
+    release()
+    await peer.destroy()
+    await origin.close()
+  }
+})
+
+test('the rest of a fill is stored once it arrives, and destroy() aborts it while it does not', async () => {
+  let release: () => void = () => {}
+  const released = new Promise<void>((resolve) => { release = resolve })
+  let aborted = 0
+  const origin = await startOrigin((req, res) => {
+    res.on('close', () => { if (!res.writableFinished) aborted++ })
+    res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': BODY.length })
+    res.write(BODY.slice(0, 10))
+    if (req.url === '/kept') void released.then(() => res.end(BODY.slice(10)))
+  })
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  try {
+    const kept = await get(`${origin.url}/kept`, peer, { range: 'bytes=0-1' })
+    assert.deepEqual([kept.status, kept.body], [206, '01'])
+    release()
+    await waitFor(() => peer.stats().cacheEntries === 1, 5000, 'the whole response stored')
+    const hit = await get(`${origin.url}/kept`, peer, { range: 'bytes=10-11' })
+    assert.deepEqual([hit.status, hit.body], [206, 'ab'])
+    assert.match(String(hit.headers['cache-status']), /^forwardcache; hit/)
+
+    const never = await get(`${origin.url}/never`, peer, { range: 'bytes=0-1' })
+    assert.deepEqual([never.status, never.body], [206, '01'])
+    assert.equal(peer.inFlight, 1)
+    await peer.destroy()
+    assert.equal(peer.inFlight, 0)
+    await waitFor(() => aborted === 1, 5000, 'the origin saw the held response aborted')
+    assert.equal(origin.count(), 2)
+  } finally {
+    release()
+    await peer.destroy()
+    await origin.close()
+  }
+})
+
+test('a caller that paused with its range\'s last byte does not hold the rest of the fill', async () => {
+  const size = 4 * 1024 * 1024
+  const origin = await startOrigin((_req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': size })
+    res.end(Buffer.alloc(size, 'y'))
+  })
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  try {
+    // A reader that pauses after every chunk and resumes on the next turn, as a stream()
+    // into a slow writable does: paused when its last byte comes, then ended.
+    const range = 256 * 1024
+    const got = await new Promise<{ status: number, bytes: number }>((resolve, reject) => {
+      let status = 0
+      let bytes = 0
+      peer.dispatch({ origin: origin.url, path: '/big', method: 'GET', headers: { range: `bytes=0-${range - 1}` } }, {
+        onResponseStart (_c: unknown, s: number) { status = s },
+        onResponseData (c: { pause: () => void, resume: () => void }, chunk: Buffer) {
+          bytes += chunk.length
+          c.pause()
+          setImmediate(() => c.resume())
+        },
+        onResponseEnd () { resolve({ status, bytes }) },
+        onResponseError (_c: unknown, err: Error) { reject(err) }
+      } as unknown as Parameters<Peer['dispatch']>[1])
+    })
+    assert.deepEqual(got, { status: 206, bytes: range })
+    await waitFor(() => peer.stats().cacheEntries === 1, 5000, 'the whole response stored')
+    assert.equal(peer.inFlight, 0)
+    assert.equal(origin.count(), 1)
+  } finally {
+    await peer.destroy()
+    await origin.close()
+  }
+})
