@@ -339,3 +339,36 @@ test('a caller that paused with its range\'s last byte does not hold the rest of
     await origin.close()
   }
 })
+
+test('a range fill paused by its one reader holds the requests waiting for it about a second, not until it resumes', async () => {
+  const size = 8 * 1024 * 1024
+  const origin = await startOrigin((_req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': size })
+    res.end(Buffer.alloc(size, 'z'))
+  })
+  const peer = new Peer({ self: 'http://127.0.0.1:1', maxEntrySize: 16 * 1024 * 1024, maxHostSize: 32 * 1024 * 1024, maxSize: 32 * 1024 * 1024 })
+  let leader: { abort: (err: Error) => void } | undefined
+  try {
+    const url = `${origin.url}/paused`
+    // A reader of bytes=0- that stops after its first chunk and never reads again.
+    const stopped = new Promise<void>((resolve, reject) => {
+      peer.dispatch({ origin: origin.url, path: '/paused', method: 'GET', headers: { range: 'bytes=0-' } }, {
+        onRequestStart (c: { abort: (err: Error) => void }) { leader = c },
+        onResponseStart () {},
+        onResponseData (c: { pause: () => void }) { c.pause(); resolve() },
+        onResponseEnd () { reject(new Error('the paused reader got its end')) },
+        onResponseError () {}
+      } as unknown as Parameters<Peer['dispatch']>[1])
+    })
+    await stopped
+    // Held for good, it would wait for the peer's bodyTimeout: 5 s is the bound here.
+    const whole = await request(url, { dispatcher: peer, signal: AbortSignal.timeout(5000) })
+    assert.equal(whole.statusCode, 200)
+    assert.equal((await whole.body.arrayBuffer()).byteLength, size)
+    assert.equal(origin.count(), 2, 'the waiting GET went to the origin itself')
+  } finally {
+    leader?.abort(new Error('test over'))
+    await peer.destroy()
+    await origin.close()
+  }
+})

@@ -1,6 +1,6 @@
 import { errors, type Dispatcher } from 'undici'
 import type { CallerHandler } from '../dispatch/compat.js'
-import type { CallerController } from '../dispatch/controller.js'
+import type { CallerController, FlowTarget } from '../dispatch/controller.js'
 import { Deadline } from '../dispatch/deadline.js'
 import { Fanout, type ShareTest } from '../dispatch/fanout.js'
 import { TruncatedBodyError } from '../errors.js'
@@ -693,6 +693,7 @@ class OriginResponseHandler implements Handler {
   #offset = 0
   #callerEnded = false
   #untrackRest: (() => void) | undefined = undefined
+  #pausedWait: NodeJS.Timeout | null = null
 
   constructor (cache: LocalCache, o: LocalCacheOptions, req: CacheRequest, sink: CallerHandler, ctl: CallerController,
     validating: StoredResponse | undefined, fwd: string, requestTime: number, settled: () => void,
@@ -722,7 +723,40 @@ class OriginResponseHandler implements Handler {
   onRequestStart (controller: Controller): void {
     this.#deadline.attach(controller)
     if (this.#done) return
-    this.#ctl.attach(controller)
+    this.#ctl.attach(this.#wholeForRange ? this.#watchPauses(controller) : controller)
+  }
+
+  /**
+   * The caller's steering of a range fill, which the requests of its URL wait for
+   * (LocalCache.#join): after LATE_WAIT_MS paused by this one caller, they go their own way,
+   * as those waiting for a shared fill do, rather than wait on one slow reader.
+   */
+  #watchPauses (controller: Controller): FlowTarget {
+    return {
+      pause: () => {
+        controller.pause()
+        if (this.#pausedWait !== null) return
+        this.#pausedWait = setTimeout(() => {
+          this.#pausedWait = null
+          this.#settled()
+        }, LATE_WAIT_MS)
+        this.#pausedWait.unref()
+      },
+      resume: () => {
+        this.#clearPausedWait()
+        controller.resume()
+      },
+      abort: (reason) => {
+        this.#clearPausedWait()
+        controller.abort(reason)
+      }
+    }
+  }
+
+  #clearPausedWait (): void {
+    if (this.#pausedWait === null) return
+    clearTimeout(this.#pausedWait)
+    this.#pausedWait = null
   }
 
   onResponseStart (controller: Controller, status: number, rawHeaders: ResponseHeaders, statusText?: string): void {
@@ -865,6 +899,7 @@ class OriginResponseHandler implements Handler {
    */
   #endCaller (controller: Controller): void {
     this.#callerEnded = true
+    this.#clearPausedWait()
     this.#ctl.attach(null)
     // A caller whose buffer was full paused the body with its last byte: it has no more to
     // read, and paused, the rest would never come.
@@ -914,6 +949,7 @@ class OriginResponseHandler implements Handler {
   onResponseEnd (_controller: Controller, trailers: ResponseHeaders): void {
     if (this.#done) return
     this.#done = true
+    this.#clearPausedWait()
     try {
       this.#end(trailers)
     } catch (err) {
@@ -999,6 +1035,7 @@ class OriginResponseHandler implements Handler {
       return
     }
     this.#done = true
+    this.#clearPausedWait()
     this.#body.stop()
     this.#settled()
     this.#untrackRest?.()
