@@ -68,6 +68,13 @@ function behavesAsSecondTier (name: string, makeStore: () => Promise<{ store: Ca
         assert.match(en.status, /second-tier/)
         assert.equal(origin.count(`${prefix}/a`), 1)
         assert.equal(origin.count('/lang?' + prefix), 2)
+        // A range that misses the LRU is answered from the whole response in the store.
+        await get(first, `${prefix}/r`)
+        await eventually(async () => (await store.get({ origin: origin.url, method: 'GET', path: `${prefix}/r`, headers: {} })) !== undefined)
+        const ranged = await request(`${origin.url}${prefix}/r`, { dispatcher: second, headers: { range: 'bytes=0-3' } })
+        assert.deepEqual([ranged.statusCode, await ranged.body.text()], [206, 'body'])
+        assert.match(String(ranged.headers['cache-status']), /second-tier/)
+        assert.equal(origin.count(`${prefix}/r`), 1)
         // A successful POST drops the URL from both tiers.
         await get(first, `/items?${prefix}`)
         await eventually(async () => (await store.get({ origin: origin.url, method: 'GET', path: `/items?${prefix}`, headers: {} })) !== undefined)
