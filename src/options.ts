@@ -162,6 +162,17 @@ export interface PeerOptions extends RouterOptions {
    */
   maxEntrySize?: number | undefined
   /**
+   * Fetch the whole response for a byte range that misses (`bytes=N-` or `bytes=N-M`, `N` below
+   * maxEntrySize), answer the range from it and store it, so that later ranges are hits. The
+   * cost: a range of an uncached response costs the origin everything up to the range's end,
+   * and up to the whole response when it is stored (a 1-byte range of a 16 MiB file: 16 MiB).
+   * Turn off for origins where that bandwidth matters more than caching what is only ever
+   * fetched in ranges; ranges then go to the origin as they are, and only a stored whole
+   * response answers them.
+   * @default true
+   */
+  fillRanges?: boolean | undefined
+  /**
    * Seconds past its freshness that a stored response may be served when the origin cannot be
    * reached at all (refused, reset, timed out; RFC 9111 section 4.2.4 "disconnected"). A 5xx
    * answer is not a disconnection: only stale-if-error serves stale for those. Never for
@@ -240,6 +251,7 @@ export interface ResolvedPeerOptions extends ResolvedRouterOptions {
   maxSize: number
   maxHostSize: number
   maxEntrySize: number
+  fillRanges: boolean
   maxHosts: number
   hotSize: number
   hotThreshold: number
@@ -418,7 +430,8 @@ export function resolvePeerOptions (opts: PeerOptions): ResolvedPeerOptions {
   }
   const storeTimeout = milliseconds(o, 'storeTimeout', 1000)
   const trustLoopback = resolveBoolean(o, 'trustLoopback', true)
+  const fillRanges = resolveBoolean(o, 'fillRanges', true)
   const staleOnDisconnect = o.staleOnDisconnect === 0 ? 0 : positiveInteger(o, 'staleOnDisconnect', 3600)
   const maxHosts = positiveInteger(o, 'maxHosts', 10_000)
-  return { ...base, self, maxSize, maxHostSize, maxEntrySize, maxHosts, hotSize, hotThreshold, store, storeTimeout, trustLoopback, staleOnDisconnect, now: opts.now ?? Date.now }
+  return { ...base, self, maxSize, maxHostSize, maxEntrySize, fillRanges, maxHosts, hotSize, hotThreshold, store, storeTimeout, trustLoopback, staleOnDisconnect, now: opts.now ?? Date.now }
 }

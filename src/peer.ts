@@ -45,6 +45,7 @@ export class Peer extends Router {
       counters: this.counters,
       now: resolved.now,
       maxEntrySize: resolved.maxEntrySize,
+      fillRanges: resolved.fillRanges,
       originTimeout: resolved.originTimeout,
       bodyTimeout: resolved.bodyTimeout,
       track: (ctl) => this.track(ctl),

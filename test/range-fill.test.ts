@@ -27,7 +27,7 @@ function bodyRoute (extra: http.OutgoingHttpHeaders = {}): (req: http.IncomingMe
   }
 }
 
-async function withOrigin (fn: (origin: CountingOrigin, peer: Peer) => Promise<void>, options: { maxEntrySize?: number } = {}): Promise<void> {
+async function withOrigin (fn: (origin: CountingOrigin, peer: Peer) => Promise<void>, options: { maxEntrySize?: number, fillRanges?: boolean } = {}): Promise<void> {
   const origin = await startOrigin(bodyRoute())
   const peer = new Peer({ self: 'http://127.0.0.1:1', ...options })
   try {
@@ -371,4 +371,30 @@ test('a range fill paused by its one reader holds the requests waiting for it ab
     await peer.destroy()
     await origin.close()
   }
+})
+
+test('fillRanges: false sends ranges to the origin as they are; a stored whole response still answers them', async () => {
+  await withOrigin(async (origin, peer) => {
+    origin.route('/off', (req, res) => {
+      if (req.headers.range === 'bytes=2-5') {
+        res.writeHead(206, { 'cache-control': 'max-age=300', 'content-range': `bytes 2-5/${BODY.length}`, 'content-length': 4 })
+        res.end(BODY.slice(2, 6))
+        return
+      }
+      bodyRoute()(req, res)
+    })
+    const url = `${origin.url}/off`
+    for (let i = 0; i < 2; i++) {
+      const r = await get(url, peer, { range: 'bytes=2-5' })
+      assert.deepEqual([r.status, r.body], [206, '2345'])
+    }
+    assert.equal(origin.count('/off'), 2, 'each range went to the origin, and its 206 was not stored')
+    assert.equal(origin.log.at(-1)?.headers.range, 'bytes=2-5')
+    await get(url, peer)
+    const hit = await get(url, peer, { range: 'bytes=2-5' })
+    assert.deepEqual([hit.status, hit.body], [206, '2345'])
+    assert.match(String(hit.headers['cache-status']), /^forwardcache; hit/)
+    assert.equal(origin.count('/off'), 3)
+    assert.throws(() => new Peer({ self: 'http://127.0.0.1:1', fillRanges: 'no' as unknown as boolean }), /expected opts.fillRanges to be a boolean/)
+  }, { fillRanges: false })
 })

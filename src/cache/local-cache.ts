@@ -43,6 +43,8 @@ export interface LocalCacheOptions {
   counters: Counters
   now: () => number
   maxEntrySize: number
+  /** Fetch a range that misses whole (see #fillsWhole); default true. */
+  fillRanges?: boolean
   originTimeout: number
   bodyTimeout: number
   /** Registers background work (revalidations) so close() waits for it. */
@@ -318,7 +320,8 @@ export class LocalCache {
    */
   #fillsWhole (req: CacheRequest): boolean {
     const range = req.headers.range
-    return req.method === 'GET' && range !== undefined && !hasOriginPrecondition(req.headers) && fillsWholeForRange(range, this.#o.maxEntrySize)
+    return req.method === 'GET' && range !== undefined && this.#o.fillRanges !== false && !hasOriginPrecondition(req.headers) &&
+      fillsWholeForRange(range, this.#o.maxEntrySize)
   }
 
   /** Joins the origin fetch in flight for this key, if there is one. */
