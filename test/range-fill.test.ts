@@ -39,6 +39,15 @@ async function withOrigin (fn: (origin: CountingOrigin, peer: Peer) => Promise<v
   }
 }
 
+/** An origin answering every path with `size` bytes, fresh for 300 s. */
+async function bigOrigin (size: number): Promise<CountingOrigin> {
+  const body = Buffer.alloc(size, 'y')
+  return await startOrigin((_req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': size })
+    res.end(body)
+  })
+}
+
 async function get (url: string, peer: Peer, headers: Record<string, string> = {}): Promise<{ status: number, body: string, headers: Record<string, string | string[] | undefined> }> {
   const res = await request(url, { dispatcher: peer, headers })
   return { status: res.statusCode, body: await res.body.text(), headers: res.headers }
@@ -307,10 +316,7 @@ test('the rest of a fill is stored once it arrives, and destroy() aborts it whil
 
 test('a caller that paused with its range\'s last byte does not hold the rest of the fill', async () => {
   const size = 4 * 1024 * 1024
-  const origin = await startOrigin((_req, res) => {
-    res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': size })
-    res.end(Buffer.alloc(size, 'y'))
-  })
+  const origin = await bigOrigin(size)
   const peer = new Peer({ self: 'http://127.0.0.1:1' })
   try {
     // A reader that pauses after every chunk and resumes on the next turn, as a stream()
@@ -342,10 +348,7 @@ test('a caller that paused with its range\'s last byte does not hold the rest of
 
 test('a range fill paused by its one reader holds the requests waiting for it about a second, not until it resumes', async () => {
   const size = 8 * 1024 * 1024
-  const origin = await startOrigin((_req, res) => {
-    res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': size })
-    res.end(Buffer.alloc(size, 'z'))
-  })
+  const origin = await bigOrigin(size)
   const peer = new Peer({ self: 'http://127.0.0.1:1', maxEntrySize: 16 * 1024 * 1024, maxHostSize: 32 * 1024 * 1024, maxSize: 32 * 1024 * 1024 })
   let leader: { abort: (err: Error) => void } | undefined
   try {
