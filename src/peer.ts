@@ -50,6 +50,8 @@ export class Peer extends Router {
       bodyTimeout: resolved.bodyTimeout,
       track: (ctl) => this.track(ctl),
       staleOnDisconnect: resolved.staleOnDisconnect,
+      // A quarter of the cache may be filling in the background for ranges at once.
+      rangeFillBudget: Math.floor(resolved.maxSize / 4),
       ...(resolved.store === undefined
         ? {}
         : {

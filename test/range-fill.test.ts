@@ -401,3 +401,40 @@ test('fillRanges: false sends ranges to the origin as they are; a stored whole r
     assert.throws(() => new Peer({ self: 'http://127.0.0.1:1', fillRanges: 'no' as unknown as boolean }), /expected opts.fillRanges to be a boolean/)
   }, { fillRanges: false })
 })
+
+test('range fills reading on with no caller hold at most a quarter of maxSize at once; past that a range is served and not stored', async () => {
+  const size = 200 * 1024
+  const body = Buffer.alloc(size, 'w')
+  let release: () => void = () => {}
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const aborted: string[] = []
+  const origin = await startOrigin((req, res) => {
+    res.on('close', () => { if (!res.writableFinished) aborted.push(req.url ?? '') })
+    res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': size })
+    res.write(body.subarray(0, 1024))
+    void released.then(() => res.end(body.subarray(1024)))
+  })
+  // A budget of 256 KiB: room for one 200 KiB fill, not two.
+  const peer = new Peer({ self: 'http://127.0.0.1:1', maxSize: 1024 * 1024 })
+  try {
+    const one = await get(`${origin.url}/one`, peer, { range: 'bytes=0-1' })
+    assert.deepEqual([one.status, one.body], [206, 'ww'])
+    assert.equal(peer.inFlight, 1, '/one reads on for the store')
+    const two = await get(`${origin.url}/two`, peer, { range: 'bytes=0-1' })
+    assert.deepEqual([two.status, two.body], [206, 'ww'])
+    await waitFor(() => aborted.includes('/two'), 5000, '/two was not read on')
+    release()
+    await waitFor(() => peer.inFlight === 0, 5000, '/one finished')
+    assert.equal(peer.stats().cacheEntries, 1)
+    const hit = await get(`${origin.url}/one`, peer, { range: 'bytes=100-101' })
+    assert.match(String(hit.headers['cache-status']), /^forwardcache; hit/)
+    // The budget is back: /two fills now.
+    await get(`${origin.url}/two`, peer, { range: 'bytes=0-1' })
+    await waitFor(() => peer.stats().cacheEntries === 2, 5000, '/two stored')
+    assert.deepEqual([origin.count('/one'), origin.count('/two')], [1, 2])
+  } finally {
+    release()
+    await peer.destroy()
+    await origin.close()
+  }
+})

@@ -51,6 +51,11 @@ export interface LocalCacheOptions {
   track?: (ctl: CallerController) => () => void
   /** Seconds past freshness a stored response may stand in for an unreachable origin. */
   staleOnDisconnect: number
+  /**
+   * Bytes that range fills may hold at once while they read on with no caller (see
+   * #endCaller); default unlimited.
+   */
+  rangeFillBudget?: number
   /** A second tier (any undici CacheStore) behind the per-host LRU. */
   secondTier?: SecondTier
 }
@@ -242,6 +247,24 @@ export class LocalCache {
 
   constructor (options: LocalCacheOptions) {
     this.#o = options
+  }
+
+  // Bytes held for range fills reading on after their caller ended, within rangeFillBudget.
+  #rangeFillBytes = 0
+
+  /**
+   * Takes `bytes` of the range fill budget for a fill reading on with no caller; false when
+   * it would go over. Nothing paces such a fill: without a bound, cheap requests for one byte
+   * of many large responses would have the cache download them all at once and hold them.
+   */
+  reserveRangeFill (bytes: number): boolean {
+    if (this.#rangeFillBytes + bytes > (this.#o.rangeFillBudget ?? Infinity)) return false
+    this.#rangeFillBytes += bytes
+    return true
+  }
+
+  releaseRangeFill (bytes: number): void {
+    this.#rangeFillBytes -= bytes
   }
 
   /** Keys with an origin fetch in flight: 0 whenever the peer is idle. */
@@ -912,9 +935,25 @@ class OriginResponseHandler implements Handler {
       this.#stopReading(controller)
       return
     }
+    const bytes = this.#expected
+    if (!this.#cache.reserveRangeFill(bytes)) {
+      // Over the budget: this one is not stored, as if it were too large.
+      this.#body.stop()
+      this.#dropReplaced()
+      this.#settled()
+      this.#stopReading(controller)
+      return
+    }
     const rest = new BackgroundController()
     rest.attach(controller)
-    this.#untrackRest = this.#o.track?.(rest)
+    const untrack = this.#o.track?.(rest)
+    let released = false
+    this.#untrackRest = () => {
+      if (released) return
+      released = true
+      this.#cache.releaseRangeFill(bytes)
+      untrack?.()
+    }
   }
 
   #stopReading (controller: Controller): void {
