@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import type http from 'node:http'
 import { test } from 'node:test'
-import { request } from 'undici'
+import { Agent, request } from 'undici'
 import { Peer } from '../src/index.js'
 import { fillsWholeForRange, parseByteRange, resolveByteRange } from '../src/cache/byte-range.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
@@ -236,7 +236,7 @@ test('a range on a body without Content-Length gets the whole 200, stored, and t
   })
 })
 
-test('ranges and a plain GET arriving together for one cold URL make one origin request', async () => {
+test('ranges and a plain GET arriving together for one cold URL each get their own answer, and the URL is stored', async () => {
   await withOrigin(async (origin, peer) => {
     origin.route('/slow', (req, res) => { setTimeout(() => bodyRoute()(req, res), 50) })
     const url = `${origin.url}/slow`
@@ -248,7 +248,12 @@ test('ranges and a plain GET arriving together for one cold URL make one origin 
       get(url, peer, { range: 'bytes=4-5' })
     ])
     assert.deepEqual(answers.map((a) => [a.status, a.body]), [[206, '01'], [206, '23'], [206, 'ij'], [200, BODY], [206, '45']])
-    assert.equal(origin.count('/slow'), 1)
+    // A range waits for no other fill, nor does anything wait for it: one fetch each.
+    assert.equal(origin.count('/slow'), 5)
+    const hit = await get(url, peer, { range: 'bytes=6-7' })
+    assert.deepEqual([hit.status, hit.body], [206, '67'])
+    assert.match(String(hit.headers['cache-status']), /^forwardcache; hit/)
+    assert.equal(origin.count('/slow'), 5)
   })
 })
 
@@ -346,31 +351,122 @@ test('a caller that paused with its range\'s last byte does not hold the rest of
   }
 })
 
-test('a range fill paused by its one reader holds the requests waiting for it about a second, not until it resumes', async () => {
-  const size = 8 * 1024 * 1024
-  const origin = await bigOrigin(size)
-  const peer = new Peer({ self: 'http://127.0.0.1:1', maxEntrySize: 16 * 1024 * 1024, maxHostSize: 32 * 1024 * 1024, maxSize: 32 * 1024 * 1024 })
-  let leader: { abort: (err: Error) => void } | undefined
+/** An origin sending `size` bytes; for its first request, the rest after the first KiB only once `gate` resolves. */
+async function heldFirstOrigin (size: number, gate: Promise<void>): Promise<CountingOrigin> {
+  const body = Buffer.alloc(size, 'm')
+  let n = 0
+  return await startOrigin((req, res) => {
+    if (req.method === 'POST') { res.writeHead(204); res.end(); return }
+    res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': size })
+    if (n++ > 0) { res.end(body); return }
+    res.write(body.subarray(0, 1024))
+    void gate.then(() => res.end(body.subarray(1024)))
+  })
+}
+
+test('requests for a URL whose range fill reads on do not wait for it', async () => {
+  let release: () => void = () => {}
+  const origin = await heldFirstOrigin(64 * 1024, new Promise<void>((resolve) => { release = resolve }))
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
   try {
-    const url = `${origin.url}/paused`
-    // A reader of bytes=0- that stops after its first chunk and never reads again.
-    const stopped = new Promise<void>((resolve, reject) => {
-      peer.dispatch({ origin: origin.url, path: '/paused', method: 'GET', headers: { range: 'bytes=0-' } }, {
-        onRequestStart (c: { abort: (err: Error) => void }) { leader = c },
-        onResponseStart () {},
-        onResponseData (c: { pause: () => void }) { c.pause(); resolve() },
-        onResponseEnd () { reject(new Error('the paused reader got its end')) },
-        onResponseError () {}
+    const url = `${origin.url}/held`
+    const first = await get(url, peer, { range: 'bytes=0-1' })
+    assert.equal(first.status, 206)
+    assert.equal(peer.inFlight, 1, 'the fill reads on, held by the origin')
+    // Held for good, these would wait for the peer's bodyTimeout: 5 s is the bound here.
+    const whole = await request(url, { dispatcher: peer, signal: AbortSignal.timeout(5000) })
+    assert.deepEqual([whole.statusCode, (await whole.body.arrayBuffer()).byteLength], [200, 64 * 1024])
+    const range = await request(url, { dispatcher: peer, headers: { range: 'bytes=10-11' }, signal: AbortSignal.timeout(5000) })
+    assert.deepEqual([range.statusCode, await range.body.text()], [206, 'mm'])
+    assert.equal(origin.count('/held'), 2, 'the GET fetched and stored; the range was its hit')
+  } finally {
+    release()
+    await peer.destroy()
+    await origin.close()
+  }
+})
+
+test('a forwarded range does not wait on the owner\'s range fill: no forward error, no ejection', async () => {
+  let release: () => void = () => {}
+  const origin = await heldFirstOrigin(64 * 1024, new Promise<void>((resolve) => { release = resolve }))
+  const cluster = await startLocalPeers(2, { peerTimeout: 500 })
+  const [a, b] = cluster.peers as [Peer, Peer]
+  try {
+    const [url] = ownedBy(a, b.self, (i) => `${origin.url}/movie${i}`) as [string]
+    await (await request(url, { dispatcher: a, headers: { range: 'bytes=0-1' } })).body.dump()
+    for (let i = 0; i < 3; i++) {
+      const r = await request(url, { dispatcher: a, headers: { range: `bytes=${100 + i}-${101 + i}` } })
+      assert.deepEqual([r.statusCode, await r.body.text()], [206, 'mm'])
+    }
+    assert.deepEqual({ errors: a.stats().forwardErrors, ejected: a.ejectedPeers }, { errors: 0, ejected: [] })
+  } finally {
+    release()
+    await cluster.close()
+    await origin.close()
+  }
+})
+
+test('a range ending at the body\'s last byte is stored whatever the background budget, since nothing is left to read', async () => {
+  const size = 300 * 1024
+  const origin = await bigOrigin(size)
+  // A budget of 256 KiB, under the 300 KiB response.
+  const peer = new Peer({ self: 'http://127.0.0.1:1', maxSize: 1024 * 1024 })
+  try {
+    for (let i = 0; i < 2; i++) {
+      const r = await request(`${origin.url}/v`, { dispatcher: peer, headers: { range: 'bytes=0-' } })
+      assert.equal(r.statusCode, 206)
+      assert.equal((await r.body.arrayBuffer()).byteLength, size)
+      await waitFor(() => peer.inFlight === 0, 5000, 'idle')
+    }
+    assert.equal(origin.count('/v'), 1)
+  } finally {
+    await peer.destroy()
+    await origin.close()
+  }
+})
+
+test('close() called while a range is sent waits for the rest of the fill, with an origin Dispatcher of the caller\'s', async () => {
+  let release: () => void = () => {}
+  const origin = await heldFirstOrigin(64 * 1024, new Promise<void>((resolve) => { release = resolve }))
+  const agent = new Agent()
+  const peer = new Peer({ self: 'http://127.0.0.1:1', origin: agent })
+  try {
+    let closed = false
+    let closing: Promise<void> | undefined
+    await new Promise<void>((resolve, reject) => {
+      peer.dispatch({ origin: origin.url, path: '/r', method: 'GET', headers: { range: 'bytes=0-4' } }, {
+        onResponseStart () { closing = peer.close().then(() => { closed = true }) },
+        onResponseData () {},
+        onResponseEnd () { resolve() },
+        onResponseError (_c: unknown, err: Error) { reject(err) }
       } as unknown as Parameters<Peer['dispatch']>[1])
     })
-    await stopped
-    // Held for good, it would wait for the peer's bodyTimeout: 5 s is the bound here.
-    const whole = await request(url, { dispatcher: peer, signal: AbortSignal.timeout(5000) })
-    assert.equal(whole.statusCode, 200)
-    assert.equal((await whole.body.arrayBuffer()).byteLength, size)
-    assert.equal(origin.count(), 2, 'the waiting GET went to the origin itself')
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.deepEqual({ closed, inFlight: peer.inFlight }, { closed: false, inFlight: 1 }, 'close() waits for the fill')
+    release()
+    await closing
+    assert.equal(peer.inFlight, 0)
   } finally {
-    leader?.abort(new Error('test over'))
+    release()
+    await peer.destroy()
+    await agent.destroy()
+    await origin.close()
+  }
+})
+
+test('a range fill reading on stops when its URL is invalidated', async () => {
+  let release: () => void = () => {}
+  const origin = await heldFirstOrigin(64 * 1024, new Promise<void>((resolve) => { release = resolve }))
+  const peer = new Peer({ self: 'http://127.0.0.1:1' })
+  try {
+    await (await request(`${origin.url}/inv`, { dispatcher: peer, headers: { range: 'bytes=0-3' } })).body.dump()
+    assert.equal(peer.inFlight, 1)
+    await (await request(`${origin.url}/inv`, { dispatcher: peer, method: 'POST', body: 'x' })).body.dump()
+    assert.equal(peer.inFlight, 0, 'stopped at once, not read on for nothing')
+    release()
+    assert.equal(peer.stats().cacheEntries, 0)
+  } finally {
+    release()
     await peer.destroy()
     await origin.close()
   }

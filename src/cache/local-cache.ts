@@ -1,6 +1,6 @@
 import { errors, type Dispatcher } from 'undici'
 import type { CallerHandler } from '../dispatch/compat.js'
-import type { CallerController, FlowTarget } from '../dispatch/controller.js'
+import type { CallerController } from '../dispatch/controller.js'
 import { Deadline } from '../dispatch/deadline.js'
 import { Fanout, type ShareTest } from '../dispatch/fanout.js'
 import { TruncatedBodyError } from '../errors.js'
@@ -267,6 +267,23 @@ export class LocalCache {
     this.#rangeFillBytes -= bytes
   }
 
+  // Range fills reading on with no caller, by key: an invalidation stops them, as what they
+  // would store is already out of date.
+  readonly #readingOn = new Map<string, Set<() => void>>()
+
+  onInvalidate (key: string, stop: () => void): void {
+    let set = this.#readingOn.get(key)
+    if (set === undefined) this.#readingOn.set(key, set = new Set())
+    set.add(stop)
+  }
+
+  offInvalidate (key: string, stop: () => void): void {
+    const set = this.#readingOn.get(key)
+    if (set === undefined) return
+    set.delete(stop)
+    if (set.size === 0) this.#readingOn.delete(key)
+  }
+
   /** Keys with an origin fetch in flight: 0 whenever the peer is idle. */
   get flights (): number {
     return this.#flights.size
@@ -349,14 +366,12 @@ export class LocalCache {
 
   /** Joins the origin fetch in flight for this key, if there is one. */
   #join (req: CacheRequest, sink: CallerHandler, ctl: CallerController): boolean {
-    // A range the cache fills whole waits for the fill, then takes its range from the store.
-    const range = req.headers.range !== undefined
-    if (range ? !this.#fillsWhole(req) : !coalescable(req)) return false
+    if (!coalescable(req)) return false
     const flight = this.#flights.get(req.key)
     if (flight === undefined) return false
     this.#o.counters.add('coalescedWaits')
     const again = (): void => this.serve(req, sink, ctl, false)
-    if (req.method === 'GET' && !range && flight.fanout !== null && flight.fanout.join(sink, ctl, again, req.headers)) return true
+    if (req.method === 'GET' && flight.fanout !== null && flight.fanout.join(sink, ctl, again, req.headers)) return true
     let waiting = true
     flight.after.push(() => {
       if (waiting) again()
@@ -376,8 +391,10 @@ export class LocalCache {
   #lead (req: CacheRequest, sink: CallerHandler, ctl: CallerController, validating: StoredResponse | undefined, fwd: string,
     stale?: StoredResponse): void {
     if (channels.miss.hasSubscribers) channels.miss.publish({ self: this.#o.self, url: req.key, reason: fwd })
-    const whole = req.headers.range !== undefined && this.#fillsWhole(req)
-    if ((!whole && !coalescable(req)) || this.#flights.has(req.key)) {
+    // A range, filled whole or not, is no flight to wait for: those waiting would have their
+    // answer only once the whole body is in, however slow the origin, while the asking peer's
+    // peerTimeout runs (and counts the wait against this owner).
+    if (!coalescable(req) || this.#flights.has(req.key)) {
       this.#fetch(req, sink, ctl, validating, fwd, undefined, stale)
       return
     }
@@ -388,7 +405,7 @@ export class LocalCache {
       this.#flights.delete(key)
       for (const resume of flight.after) resume()
     }
-    if (validating === undefined && req.method === 'GET' && !whole) {
+    if (validating === undefined && req.method === 'GET') {
       // A fill its callers stopped reading lets those waiting for its end go their own way
       // after a second: an origin fetch of their own costs less than a wait that would outlast
       // the asking peer's peerTimeout. Its stopped readers are cut off after bodyTimeout if
@@ -457,6 +474,8 @@ export class LocalCache {
   /** Drops every stored variant of a URL (RFC 9111 section 4.4). */
   invalidate (url: URL): void {
     this.#invalidations.add(url.href)
+    const readingOn = this.#readingOn.get(url.href)
+    if (readingOn !== undefined) for (const stop of [...readingOn]) stop()
     this.#o.secondTier?.delete(url)
     const n = this.#o.store.delete(url.host, url.href)
     if (n > 0) this.#o.counters.add('invalidations')
@@ -719,7 +738,6 @@ class OriginResponseHandler implements Handler {
   #offset = 0
   #callerEnded = false
   #untrackRest: (() => void) | undefined = undefined
-  #pausedWait: NodeJS.Timeout | null = null
 
   constructor (cache: LocalCache, o: LocalCacheOptions, req: CacheRequest, sink: CallerHandler, ctl: CallerController,
     validating: StoredResponse | undefined, fwd: string, requestTime: number, settled: () => void,
@@ -749,40 +767,7 @@ class OriginResponseHandler implements Handler {
   onRequestStart (controller: Controller): void {
     this.#deadline.attach(controller)
     if (this.#done) return
-    this.#ctl.attach(this.#wholeForRange ? this.#watchPauses(controller) : controller)
-  }
-
-  /**
-   * The caller's steering of a range fill, which the requests of its URL wait for
-   * (LocalCache.#join): after LATE_WAIT_MS paused by this one caller, they go their own way,
-   * as those waiting for a shared fill do, rather than wait on one slow reader.
-   */
-  #watchPauses (controller: Controller): FlowTarget {
-    return {
-      pause: () => {
-        controller.pause()
-        if (this.#pausedWait !== null) return
-        this.#pausedWait = setTimeout(() => {
-          this.#pausedWait = null
-          this.#settled()
-        }, LATE_WAIT_MS)
-        this.#pausedWait.unref()
-      },
-      resume: () => {
-        this.#clearPausedWait()
-        controller.resume()
-      },
-      abort: (reason) => {
-        this.#clearPausedWait()
-        controller.abort(reason)
-      }
-    }
-  }
-
-  #clearPausedWait (): void {
-    if (this.#pausedWait === null) return
-    clearTimeout(this.#pausedWait)
-    this.#pausedWait = null
+    this.#ctl.attach(controller)
   }
 
   onResponseStart (controller: Controller, status: number, rawHeaders: ResponseHeaders, statusText?: string): void {
@@ -920,40 +905,52 @@ class OriginResponseHandler implements Handler {
   /**
    * The caller has its whole range: it gets its end now, not once the rest of the body has
    * come. The rest is read on for the store, as background work that close() waits for and
-   * destroy() aborts, and that the caller can no longer pause or abort; a response that will
-   * not be stored is not read any further.
+   * destroy() aborts, that the caller can no longer pause or abort, and that an invalidation
+   * of the URL stops; a response that will not be stored is not read any further.
    */
   #endCaller (controller: Controller): void {
     this.#callerEnded = true
-    this.#clearPausedWait()
     this.#ctl.attach(null)
     // A caller whose buffer was full paused the body with its last byte: it has no more to
     // read, and paused, the rest would never come.
     if (this.#ctl.paused) controller.resume()
+    // Registered before the caller's end: a close() waiting for that end to empty the peer's
+    // requests in flight must find this one there.
+    const readOn = this.#body.recording && this.#readOn(controller)
     this.#sink.onResponseEnd(this.#ctl, {})
-    if (!this.#body.recording) {
-      this.#stopReading(controller)
-      return
-    }
-    const bytes = this.#expected
+    if (!readOn) this.#stopReading(controller)
+  }
+
+  /** Takes the rest of the body on as background work; false when it is not to be read. */
+  #readOn (controller: Controller): boolean {
+    // Only what is still to come counts against the budget: what came was the caller's pace.
+    const bytes = this.#expected - this.#offset
     if (!this.#cache.reserveRangeFill(bytes)) {
       // Over the budget: this one is not stored, as if it were too large.
       this.#body.stop()
       this.#dropReplaced()
       this.#settled()
-      this.#stopReading(controller)
-      return
+      return false
     }
     const rest = new BackgroundController()
     rest.attach(controller)
     const untrack = this.#o.track?.(rest)
+    const key = this.#req.key
+    const invalidated = (): void => {
+      this.#body.stop()
+      this.#settled()
+      this.#stopReading(controller)
+    }
+    this.#cache.onInvalidate(key, invalidated)
     let released = false
     this.#untrackRest = () => {
       if (released) return
       released = true
       this.#cache.releaseRangeFill(bytes)
+      this.#cache.offInvalidate(key, invalidated)
       untrack?.()
     }
+    return true
   }
 
   #stopReading (controller: Controller): void {
@@ -991,7 +988,6 @@ class OriginResponseHandler implements Handler {
   onResponseEnd (_controller: Controller, trailers: ResponseHeaders): void {
     if (this.#done) return
     this.#done = true
-    this.#clearPausedWait()
     try {
       this.#end(trailers)
     } catch (err) {
@@ -1077,7 +1073,6 @@ class OriginResponseHandler implements Handler {
       return
     }
     this.#done = true
-    this.#clearPausedWait()
     this.#body.stop()
     this.#settled()
     this.#untrackRest?.()
