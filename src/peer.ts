@@ -52,6 +52,8 @@ export class Peer extends Router {
       staleOnDisconnect: resolved.staleOnDisconnect,
       // A quarter of the cache may be filling in the background for ranges at once.
       rangeFillBudget: Math.floor(resolved.maxSize / 4),
+      // Well under an asking peer's peerTimeout (the same option, as a pool shares it).
+      rangeWaitMs: Math.max(1, Math.floor(resolved.peerTimeout / 4)),
       ...(resolved.store === undefined
         ? {}
         : {

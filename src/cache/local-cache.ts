@@ -56,6 +56,11 @@ export interface LocalCacheOptions {
    * #endCaller); default unlimited.
    */
   rangeFillBudget?: number
+  /**
+   * The longest requests wait for a range fill of their URL, ms: under an asking peer's
+   * peerTimeout, which would otherwise count the wait against this owner. Default LATE_WAIT_MS.
+   */
+  rangeWaitMs?: number
   /** A second tier (any undici CacheStore) behind the per-host LRU. */
   secondTier?: SecondTier
 }
@@ -235,6 +240,12 @@ interface Flight {
    * as it is known that nothing will be stored, or once it has stayed paused for LATE_WAIT_MS.
    */
   readonly after: Array<() => void>
+  /**
+   * A fill for a range (LocalCache.#fillsWhole): other ranges of the URL wait for it too, and
+   * everyone waiting goes their own way after rangeWaitMs, as it is answered only once whole.
+   */
+  readonly range: boolean
+  timer?: NodeJS.Timeout
 }
 
 /**
@@ -366,12 +377,15 @@ export class LocalCache {
 
   /** Joins the origin fetch in flight for this key, if there is one. */
   #join (req: CacheRequest, sink: CallerHandler, ctl: CallerController): boolean {
-    if (!coalescable(req)) return false
+    // A range filled whole waits for a range fill of its URL, not for a whole GET's: that
+    // one's joiners stream it, and a range, which cannot, would wait for its end unbounded.
+    const range = req.headers.range !== undefined
+    if (range ? !this.#fillsWhole(req) : !coalescable(req)) return false
     const flight = this.#flights.get(req.key)
-    if (flight === undefined) return false
+    if (flight === undefined || (range && !flight.range)) return false
     this.#o.counters.add('coalescedWaits')
     const again = (): void => this.serve(req, sink, ctl, false)
-    if (req.method === 'GET' && flight.fanout !== null && flight.fanout.join(sink, ctl, again, req.headers)) return true
+    if (req.method === 'GET' && !range && flight.fanout !== null && flight.fanout.join(sink, ctl, again, req.headers)) return true
     let waiting = true
     flight.after.push(() => {
       if (waiting) again()
@@ -391,10 +405,8 @@ export class LocalCache {
   #lead (req: CacheRequest, sink: CallerHandler, ctl: CallerController, validating: StoredResponse | undefined, fwd: string,
     stale?: StoredResponse): void {
     if (channels.miss.hasSubscribers) channels.miss.publish({ self: this.#o.self, url: req.key, reason: fwd })
-    // A range, filled whole or not, is no flight to wait for: those waiting would have their
-    // answer only once the whole body is in, however slow the origin, while the asking peer's
-    // peerTimeout runs (and counts the wait against this owner).
-    if (!coalescable(req) || this.#flights.has(req.key)) {
+    const whole = req.headers.range !== undefined && this.#fillsWhole(req)
+    if ((!whole && !coalescable(req)) || this.#flights.has(req.key)) {
       this.#fetch(req, sink, ctl, validating, fwd, undefined, stale)
       return
     }
@@ -402,22 +414,28 @@ export class LocalCache {
     let flight: Flight
     const settled = (): void => {
       if (this.#flights.get(key) !== flight) return
+      if (flight.timer !== undefined) clearTimeout(flight.timer)
       this.#flights.delete(key)
       for (const resume of flight.after) resume()
     }
-    if (validating === undefined && req.method === 'GET') {
+    if (validating === undefined && req.method === 'GET' && !whole) {
       // A fill its callers stopped reading lets those waiting for its end go their own way
       // after a second: an origin fetch of their own costs less than a wait that would outlast
       // the asking peer's peerTimeout. Its stopped readers are cut off after bodyTimeout if
       // other callers still read it.
       const fanout = new Fanout(this.#shareTest(req, stale), { stallMs: this.#o.bodyTimeout, waitMs: LATE_WAIT_MS, onStall: settled })
       fanout.join(sink, ctl, () => {}, req.headers, true)
-      flight = { fanout, after: [] }
+      flight = { fanout, after: [], range: false }
       this.#flights.set(key, flight)
       this.#fetch(req, fanout, fanout.ctl, validating, fwd, settled, stale)
     } else {
-      flight = { fanout: null, after: [] }
+      flight = { fanout: null, after: [], range: whole }
       this.#flights.set(key, flight)
+      if (whole) {
+        // Those waiting are answered only once the body is whole, however slow the origin.
+        flight.timer = setTimeout(settled, this.#o.rangeWaitMs ?? LATE_WAIT_MS)
+        flight.timer.unref()
+      }
       this.#fetch(req, sink, ctl, validating, fwd, settled, stale)
     }
   }
