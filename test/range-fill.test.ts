@@ -5,7 +5,7 @@ import { Agent, request } from 'undici'
 import { Peer } from '../src/index.js'
 import { fillsWholeForRange, parseByteRange, resolveByteRange } from '../src/cache/byte-range.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
-import { ownedBy, startLocalPeers, waitFor } from './helpers/peers.js'
+import { deferred, ownedBy, startLocalPeers, waitFor } from './helpers/peers.js'
 
 // A Range request that misses is filled whole: the origin is asked for the whole response,
 // the caller gets its range from it as it streams in, and the stored response answers every
@@ -525,6 +525,47 @@ test('range fills reading on with no caller hold at most a quarter of maxSize at
     assert.deepEqual([origin.count('/one'), origin.count('/two')], [1, 2])
   } finally {
     release()
+    await peer.destroy()
+    await origin.close()
+  }
+})
+
+test('an invalidation while the caller still receives its range: the caller gets it, nothing is read on, and those waiting go at once', async () => {
+  const size = 64 * 1024
+  const body = Buffer.alloc(size, 'm')
+  const gate1 = deferred()
+  const gate2 = deferred()
+  let closedEarly = false
+  let n = 0
+  const origin = await startOrigin((req, res) => {
+    if (req.method === 'POST') { res.writeHead(204); res.end(); return }
+    res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': size })
+    if (n++ > 0) { res.end(body); return }
+    res.on('close', () => { if (!res.writableFinished) closedEarly = true })
+    res.write(body.subarray(0, 1024))
+    void gate1.promise.then(() => {
+      res.write(body.subarray(1024, 4096))
+      void gate2.promise.then(() => res.end(body.subarray(4096)))
+    })
+  })
+  // rangeWaitMs: 2 s, longer than this test waits for anything.
+  const peer = new Peer({ self: 'http://127.0.0.1:1', peerTimeout: 8000 })
+  try {
+    const url = `${origin.url}/inv-early`
+    // The range lies past the first KiB: the caller is still being answered when the POST comes.
+    const res = await request(url, { dispatcher: peer, headers: { range: 'bytes=2000-2001' } })
+    assert.equal(res.statusCode, 206)
+    const waiter = request(url, { dispatcher: peer, signal: AbortSignal.timeout(1000) })
+    await (await request(url, { dispatcher: peer, method: 'POST', body: 'x' })).body.dump()
+    const got = await waiter
+    assert.deepEqual([got.statusCode, (await got.body.arrayBuffer()).byteLength], [200, size], 'the waiting GET went its own way')
+    gate1.resolve()
+    assert.equal(await res.body.text(), 'mm', 'the caller got its range')
+    await waitFor(() => closedEarly, 5000, 'the fill stopped after the range')
+    assert.equal(peer.inFlight, 0)
+  } finally {
+    gate1.resolve()
+    gate2.resolve()
     await peer.destroy()
     await origin.close()
   }

@@ -756,6 +756,7 @@ class OriginResponseHandler implements Handler {
   #offset = 0
   #callerEnded = false
   #untrackRest: (() => void) | undefined = undefined
+  #unhook: (() => void) | undefined = undefined
 
   constructor (cache: LocalCache, o: LocalCacheOptions, req: CacheRequest, sink: CallerHandler, ctl: CallerController,
     validating: StoredResponse | undefined, fwd: string, requestTime: number, settled: () => void,
@@ -884,6 +885,7 @@ class OriginResponseHandler implements Handler {
     if (!ifRangeAllows(req.headers, { etag: headerString(headers, 'etag'), lastModified: headerString(headers, 'last-modified') })) return false
     const length = this.#expected
     const range = resolveByteRange(spec, length)
+    this.#hookInvalidation(controller)
     if (range === 'unsatisfiable') {
       // Fields as a 416 from the store gets them: none of the 200's (RFC 9110 section 15.5.17).
       this.#sink.onResponseStart(this.#ctl, 416, {
@@ -953,28 +955,38 @@ class OriginResponseHandler implements Handler {
     const rest = new BackgroundController()
     rest.attach(controller)
     const untrack = this.#o.track?.(rest)
-    const key = this.#req.key
-    const invalidated = (): void => {
-      this.#body.stop()
-      this.#settled()
-      this.#stopReading(controller)
-    }
-    this.#cache.onInvalidate(key, invalidated)
     let released = false
     this.#untrackRest = () => {
       if (released) return
       released = true
       this.#cache.releaseRangeFill(bytes)
-      this.#cache.offInvalidate(key, invalidated)
       untrack?.()
     }
     return true
+  }
+
+  /**
+   * From the start of a range's answer to the fill's end, an invalidation of the URL makes
+   * what the fill would store out of date: nothing is stored, those waiting for it go their
+   * own way at once, and a fill reading on for the store stops. A caller still receiving its
+   * range gets it: its request came before the invalidation.
+   */
+  #hookInvalidation (controller: Controller): void {
+    const key = this.#req.key
+    const invalidated = (): void => {
+      this.#body.stop()
+      this.#settled()
+      if (this.#callerEnded) this.#stopReading(controller)
+    }
+    this.#cache.onInvalidate(key, invalidated)
+    this.#unhook = () => { this.#cache.offInvalidate(key, invalidated) }
   }
 
   #stopReading (controller: Controller): void {
     if (this.#done) return
     this.#done = true
     this.#untrackRest?.()
+    this.#unhook?.()
     controller.abort(new errors.RequestAbortedError('the range was sent; the rest of a response that is not stored is not read'))
   }
 
@@ -1019,6 +1031,7 @@ class OriginResponseHandler implements Handler {
       else this.#sink.onResponseError(this.#ctl, err as Error)
     } finally {
       this.#untrackRest?.()
+      this.#unhook?.()
     }
   }
 
@@ -1094,6 +1107,7 @@ class OriginResponseHandler implements Handler {
     this.#body.stop()
     this.#settled()
     this.#untrackRest?.()
+    this.#unhook?.()
     // The caller has its whole range: what failed is the rest of the body, kept for nobody.
     if (this.#callerEnded) return
     // No response reached the caller yet: a stale copy may stand in (RFC 5861).
