@@ -52,8 +52,8 @@ export interface LocalCacheOptions {
   /** Seconds past freshness a stored response may stand in for an unreachable origin. */
   staleOnDisconnect: number
   /**
-   * Bytes that range fills may hold at once while they read on with no caller (see
-   * #endCaller); default unlimited.
+   * Bytes that range fills may still have to read, all together, once their callers have
+   * their ranges (see #readOn); default unlimited.
    */
   rangeFillBudget?: number
   /**
@@ -260,7 +260,7 @@ export class LocalCache {
     this.#o = options
   }
 
-  // Bytes held for range fills reading on after their caller ended, within rangeFillBudget.
+  // Bytes still to read for range fills whose callers have their ranges, within rangeFillBudget.
   #rangeFillBytes = 0
 
   /**
@@ -278,21 +278,21 @@ export class LocalCache {
     this.#rangeFillBytes -= bytes
   }
 
-  // Range fills reading on with no caller, by key: an invalidation stops them, as what they
-  // would store is already out of date.
-  readonly #readingOn = new Map<string, Set<() => void>>()
+  // Range fills by key, from the start of their range's answer to their end: an invalidation
+  // of the URL tells them that what they would store is already out of date.
+  readonly #rangeFills = new Map<string, Set<() => void>>()
 
   onInvalidate (key: string, stop: () => void): void {
-    let set = this.#readingOn.get(key)
-    if (set === undefined) this.#readingOn.set(key, set = new Set())
+    let set = this.#rangeFills.get(key)
+    if (set === undefined) this.#rangeFills.set(key, set = new Set())
     set.add(stop)
   }
 
   offInvalidate (key: string, stop: () => void): void {
-    const set = this.#readingOn.get(key)
+    const set = this.#rangeFills.get(key)
     if (set === undefined) return
     set.delete(stop)
-    if (set.size === 0) this.#readingOn.delete(key)
+    if (set.size === 0) this.#rangeFills.delete(key)
   }
 
   /** Keys with an origin fetch in flight: 0 whenever the peer is idle. */
@@ -492,8 +492,8 @@ export class LocalCache {
   /** Drops every stored variant of a URL (RFC 9111 section 4.4). */
   invalidate (url: URL): void {
     this.#invalidations.add(url.href)
-    const readingOn = this.#readingOn.get(url.href)
-    if (readingOn !== undefined) for (const stop of [...readingOn]) stop()
+    const fills = this.#rangeFills.get(url.href)
+    if (fills !== undefined) for (const stop of [...fills]) stop()
     this.#o.secondTier?.delete(url)
     const n = this.#o.store.delete(url.host, url.href)
     if (n > 0) this.#o.counters.add('invalidations')
