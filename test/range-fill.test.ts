@@ -253,12 +253,11 @@ test('ranges and a plain GET arriving together for one cold URL make one origin 
 })
 
 test('the caller gets its range as soon as its last byte arrives; the rest is read for the store as work close() waits for', async () => {
-  let release: () => void = () => {}
-  const released = new Promise<void>((resolve) => { release = resolve })
+  const gate = deferred()
   const origin = await startOrigin((_req, res) => {
     res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': BODY.length })
     res.write(BODY.slice(0, 10))
-    void released.then(() => res.end(BODY.slice(10)))
+    void gate.promise.then(() => res.end(BODY.slice(10)))
   })
   const peer = new Peer({ self: 'http://127.0.0.1:1' })
   try {
@@ -270,31 +269,30 @@ test('the caller gets its range as soon as its last byte arrives; the rest is re
     const closing = peer.close().then(() => { closed = true })
     await new Promise((resolve) => setImmediate(resolve))
     assert.equal(closed, false, 'close() waits for the rest of the body')
-    release()
+    gate.resolve()
     await closing
     assert.equal(peer.inFlight, 0)
   } finally {
-    release()
+    gate.resolve()
     await peer.destroy()
     await origin.close()
   }
 })
 
 test('the rest of a fill is stored once it arrives, and destroy() aborts it while it does not', async () => {
-  let release: () => void = () => {}
-  const released = new Promise<void>((resolve) => { release = resolve })
+  const gate = deferred()
   let aborted = 0
   const origin = await startOrigin((req, res) => {
     res.on('close', () => { if (!res.writableFinished) aborted++ })
     res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': BODY.length })
     res.write(BODY.slice(0, 10))
-    if (req.url === '/kept') void released.then(() => res.end(BODY.slice(10)))
+    if (req.url === '/kept') void gate.promise.then(() => res.end(BODY.slice(10)))
   })
   const peer = new Peer({ self: 'http://127.0.0.1:1' })
   try {
     const kept = await get(`${origin.url}/kept`, peer, { range: 'bytes=0-1' })
     assert.deepEqual([kept.status, kept.body], [206, '01'])
-    release()
+    gate.resolve()
     await waitFor(() => peer.stats().cacheEntries === 1, 5000, 'the whole response stored')
     const hit = await get(`${origin.url}/kept`, peer, { range: 'bytes=10-11' })
     assert.deepEqual([hit.status, hit.body], [206, 'ab'])
@@ -308,7 +306,7 @@ test('the rest of a fill is stored once it arrives, and destroy() aborts it whil
     await waitFor(() => aborted === 1, 5000, 'the origin saw the held response aborted')
     assert.equal(origin.count(), 2)
   } finally {
-    release()
+    gate.resolve()
     await peer.destroy()
     await origin.close()
   }
@@ -360,8 +358,8 @@ async function heldFirstOrigin (size: number, gate: Promise<void>): Promise<Coun
 }
 
 test('requests for a URL whose range fill reads on wait for it a quarter of peerTimeout at most', async () => {
-  let release: () => void = () => {}
-  const origin = await heldFirstOrigin(64 * 1024, new Promise<void>((resolve) => { release = resolve }))
+  const gate = deferred()
+  const origin = await heldFirstOrigin(64 * 1024, gate.promise)
   const peer = new Peer({ self: 'http://127.0.0.1:1', peerTimeout: 400 })
   try {
     const url = `${origin.url}/held`
@@ -375,15 +373,15 @@ test('requests for a URL whose range fill reads on wait for it a quarter of peer
     assert.deepEqual([range.statusCode, await range.body.text()], [206, 'mm'])
     assert.equal(origin.count('/held'), 2, 'the GET fetched and stored; the range was its hit')
   } finally {
-    release()
+    gate.resolve()
     await peer.destroy()
     await origin.close()
   }
 })
 
 test('a forwarded range waits on the owner\'s range fill less than the asking peer\'s peerTimeout: no forward error, no ejection', async () => {
-  let release: () => void = () => {}
-  const origin = await heldFirstOrigin(64 * 1024, new Promise<void>((resolve) => { release = resolve }))
+  const gate = deferred()
+  const origin = await heldFirstOrigin(64 * 1024, gate.promise)
   const cluster = await startLocalPeers(2, { peerTimeout: 500 })
   const [a, b] = cluster.peers as [Peer, Peer]
   try {
@@ -395,7 +393,7 @@ test('a forwarded range waits on the owner\'s range fill less than the asking pe
     }
     assert.deepEqual({ errors: a.stats().forwardErrors, ejected: a.ejectedPeers }, { errors: 0, ejected: [] })
   } finally {
-    release()
+    gate.resolve()
     await cluster.close()
     await origin.close()
   }
@@ -421,8 +419,8 @@ test('a range ending at the body\'s last byte is stored whatever the background 
 })
 
 test('close() called while a range is sent waits for the rest of the fill, with an origin Dispatcher of the caller\'s', async () => {
-  let release: () => void = () => {}
-  const origin = await heldFirstOrigin(64 * 1024, new Promise<void>((resolve) => { release = resolve }))
+  const gate = deferred()
+  const origin = await heldFirstOrigin(64 * 1024, gate.promise)
   const agent = new Agent()
   const peer = new Peer({ self: 'http://127.0.0.1:1', origin: agent })
   try {
@@ -438,11 +436,11 @@ test('close() called while a range is sent waits for the rest of the fill, with 
     })
     await new Promise((resolve) => setImmediate(resolve))
     assert.deepEqual({ closed, inFlight: peer.inFlight }, { closed: false, inFlight: 1 }, 'close() waits for the fill')
-    release()
+    gate.resolve()
     await closing
     assert.equal(peer.inFlight, 0)
   } finally {
-    release()
+    gate.resolve()
     await peer.destroy()
     await agent.destroy()
     await origin.close()
@@ -450,18 +448,18 @@ test('close() called while a range is sent waits for the rest of the fill, with 
 })
 
 test('a range fill reading on stops when its URL is invalidated', async () => {
-  let release: () => void = () => {}
-  const origin = await heldFirstOrigin(64 * 1024, new Promise<void>((resolve) => { release = resolve }))
+  const gate = deferred()
+  const origin = await heldFirstOrigin(64 * 1024, gate.promise)
   const peer = new Peer({ self: 'http://127.0.0.1:1' })
   try {
     await (await request(`${origin.url}/inv`, { dispatcher: peer, headers: { range: 'bytes=0-3' } })).body.dump()
     assert.equal(peer.inFlight, 1)
     await (await request(`${origin.url}/inv`, { dispatcher: peer, method: 'POST', body: 'x' })).body.dump()
     assert.equal(peer.inFlight, 0, 'stopped at once, not read on for nothing')
-    release()
+    gate.resolve()
     assert.equal(peer.stats().cacheEntries, 0)
   } finally {
-    release()
+    gate.resolve()
     await peer.destroy()
     await origin.close()
   }
@@ -496,14 +494,13 @@ test('fillRanges: false sends ranges to the origin as they are; a stored whole r
 test('range fills reading on with no caller hold at most a quarter of maxSize at once; past that a range is served and not stored', async () => {
   const size = 200 * 1024
   const body = Buffer.alloc(size, 'w')
-  let release: () => void = () => {}
-  const released = new Promise<void>((resolve) => { release = resolve })
+  const gate = deferred()
   const aborted: string[] = []
   const origin = await startOrigin((req, res) => {
     res.on('close', () => { if (!res.writableFinished) aborted.push(req.url ?? '') })
     res.writeHead(200, { 'cache-control': 'max-age=300', 'content-length': size })
     res.write(body.subarray(0, 1024))
-    void released.then(() => res.end(body.subarray(1024)))
+    void gate.promise.then(() => res.end(body.subarray(1024)))
   })
   // A budget of 256 KiB: room for one 200 KiB fill, not two.
   const peer = new Peer({ self: 'http://127.0.0.1:1', maxSize: 1024 * 1024 })
@@ -514,7 +511,7 @@ test('range fills reading on with no caller hold at most a quarter of maxSize at
     const two = await get(`${origin.url}/two`, peer, { range: 'bytes=0-1' })
     assert.deepEqual([two.status, two.body], [206, 'ww'])
     await waitFor(() => aborted.includes('/two'), 5000, '/two was not read on')
-    release()
+    gate.resolve()
     await waitFor(() => peer.inFlight === 0, 5000, '/one finished')
     assert.equal(peer.stats().cacheEntries, 1)
     const hit = await get(`${origin.url}/one`, peer, { range: 'bytes=100-101' })
@@ -524,7 +521,7 @@ test('range fills reading on with no caller hold at most a quarter of maxSize at
     await waitFor(() => peer.stats().cacheEntries === 2, 5000, '/two stored')
     assert.deepEqual([origin.count('/one'), origin.count('/two')], [1, 2])
   } finally {
-    release()
+    gate.resolve()
     await peer.destroy()
     await origin.close()
   }
