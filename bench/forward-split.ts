@@ -13,14 +13,18 @@
  * So `wire to fixed` / `direct` is what the wire protocol itself costs (a longer request line,
  * three more response fields), `wire to B` / `wire to fixed` what B's handler and cache cost,
  * and `A -> fixed` / `wire to fixed` what A's routing costs. CPU per request (user + system,
- * process.cpuUsage) is given for this process and for the server of each case.
+ * process.cpuUsage) is given for this process and for the server of each case; this
+ * process's is split into its main thread and the rest (V8's garbage-collector threads,
+ * mostly) where /proc has it, with its major garbage collections per 100 requests ("At 1 MiB
+ * on Node 24 the difference is the garbage collector").
  *
  *   node dist/bench/forward-split.js [--size=1024] [--bursts=30] [--burst=100]
  */
+import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks'
 import { Agent, type Dispatcher } from 'undici'
 import { Peer } from '../src/index.js'
 import { DEFAULT_PATH } from '../src/options.js'
-import { Helper, cpuMicros, hitUrls, intOption } from './common.js'
+import { Helper, cpuMicros, hitUrls, intOption, mainThreadCpuMicros } from './common.js'
 import { load } from './load.js'
 
 interface Case { name: string, dispatcher: Dispatcher, urls: string[], server: Helper }
@@ -80,34 +84,60 @@ async function main (): Promise<void> {
       { name: 'A -> B (forwarded-hit)', dispatcher: toOwner.a, urls: toOwner.urls, server: owner },
       { name: 'A -> fixed', dispatcher: toFixed.a, urls: toFixed.urls, server: fixed }
     ]
-    const totals = cases.map(() => ({ requests: 0, errors: 0, ms: 0, clientCpu: 0, serverCpu: 0 }))
+    const totals = cases.map(() => ({ requests: 0, errors: 0, ms: 0, clientCpu: 0, mainCpu: 0, serverCpu: 0, majorGcs: 0 }))
     const next = (urls: string[]): () => string => { let i = 0; return () => urls[i++ % urls.length] as string }
     for (const c of cases) await load(c.dispatcher, next(c.urls), size, 1, 300)
+    // Major collections are reported after the fact: each is given to the burst it started in.
+    const windows: Array<{ from: number, to: number, caseIndex: number }> = []
+    const majors: number[] = []
+    const gcs = new PerformanceObserver((list) => {
+      for (const e of list.getEntries() as Array<PerformanceEntry & { detail?: { kind?: number } }>) {
+        if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majors.push(e.startTime)
+      }
+    })
+    gcs.observe({ entryTypes: ['gc'] })
+    let threadsKnown = mainThreadCpuMicros() !== undefined
     for (let b = 0; b < bursts; b++) {
       for (let i = 0; i < cases.length; i++) {
         const c = cases[i] as Case
         const t = totals[i] as typeof totals[number]
         const server0 = await c.server.call<number>('cpu')
+        const main0 = mainThreadCpuMicros()
         const client0 = cpuMicros()
+        const from = performance.now()
         const r = await load(c.dispatcher, next(c.urls), size, 1, burstMs)
+        windows.push({ from, to: performance.now(), caseIndex: i })
         t.clientCpu += cpuMicros() - client0
+        const main1 = mainThreadCpuMicros()
+        if (main0 !== undefined && main1 !== undefined) t.mainCpu += main1 - main0
+        else threadsKnown = false
         t.serverCpu += await c.server.call<number>('cpu') - server0
         t.requests += r.requests
         t.errors += r.errors
         t.ms += r.elapsedMs
       }
     }
+    // The observer's last entries come on a later turn.
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    gcs.disconnect()
+    for (const at of majors) {
+      const burst = windows.find((x) => at >= x.from && at < x.to)
+      if (burst !== undefined) (totals[burst.caseIndex] as typeof totals[number]).majorGcs++
+    }
     const base = (totals[0] as typeof totals[number])
     const baseRate = base.requests / base.ms
     console.log(`forward-split: Node ${process.version}, ${size} bytes, one request in flight, ${bursts} bursts of ${burstMs} ms per case, taking turns`)
     console.log('')
-    console.log('| case | ops/s | / direct | client CPU µs/request | server CPU µs/request | errors |')
-    console.log('| --- | ---: | ---: | ---: | ---: | ---: |')
+    console.log('| case | ops/s | / direct | client CPU µs/request | of it, main thread | other threads | major GCs / 100 requests | server CPU µs/request | errors |')
+    console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
     cases.forEach((c, i) => {
       const t = totals[i] as typeof totals[number]
       const rate = t.requests / t.ms
-      console.log(`| ${c.name} | ${Math.round(rate * 1000).toLocaleString('en-US')} | ${(rate / baseRate).toFixed(2)} | ${(t.clientCpu / t.requests).toFixed(1)} | ${(t.serverCpu / t.requests).toFixed(1)} | ${t.errors} |`)
+      const perRequest = (micros: number): string => (micros / t.requests).toFixed(1)
+      const threads = threadsKnown ? `${perRequest(t.mainCpu)} | ${perRequest(t.clientCpu - t.mainCpu)}` : '- | -'
+      console.log(`| ${c.name} | ${Math.round(rate * 1000).toLocaleString('en-US')} | ${(rate / baseRate).toFixed(2)} | ${perRequest(t.clientCpu)} | ${threads} | ${(t.majorGcs * 100 / t.requests).toFixed(2)} | ${perRequest(t.serverCpu)} | ${t.errors} |`)
     })
+    if (threadsKnown) console.log('\nThe main thread\'s CPU is read in 10 ms clock ticks: only its sum over all bursts means anything.')
   } finally {
     for (const close of closing.reverse()) await close().catch(() => {})
     for (const h of helpers) h.stop()
