@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import type http from 'node:http'
 import { test } from 'node:test'
-import { promisify } from 'node:util'
 import { fetch, request, type Dispatcher } from 'undici'
+import { deadlineCounts } from '../src/dispatch/deadline.js'
 import { Client, Peer } from '../src/index.js'
 import { startOrigin, type CountingOrigin } from './helpers/origin.js'
 import { deferred, freePort, listen, ownedBy, startLocalPeers, stopServer, within, type LocalCluster } from './helpers/peers.js'
@@ -222,41 +222,7 @@ test('the origin\'s answer to a fallback around an overloaded owner is not kept 
   }
 })
 
-/**
- * Watches the timers armed with exactly `ms` through the global setTimeout (the one the
- * library calls): `armed` holds those neither run nor cleared yet. Every other timer goes
- * through untouched. restore() puts the real functions back; call it in a finally.
- */
-function watchTimers (ms: number): { readonly armed: Set<NodeJS.Timeout>, readonly created: () => number, restore: () => void } {
-  const realSet = globalThis.setTimeout
-  const realClear = globalThis.clearTimeout
-  const armed = new Set<NodeJS.Timeout>()
-  let created = 0
-  function setTimeoutSpy (callback: (...args: unknown[]) => void, delay?: number, ...args: unknown[]): NodeJS.Timeout {
-    if (delay !== ms) return realSet(callback, delay, ...args)
-    created++
-    const timer = realSet(function (this: unknown, ...a: unknown[]) {
-      armed.delete(timer)
-      callback.apply(this, a)
-    }, delay, ...args)
-    armed.add(timer)
-    return timer
-  }
-  // util.promisify(setTimeout) keeps working while the spy is in place.
-  Object.assign(setTimeoutSpy, { [promisify.custom]: (realSet as unknown as Record<symbol, unknown>)[promisify.custom] })
-  function clearTimeoutSpy (timer?: NodeJS.Timeout | string | number): void {
-    if (typeof timer === 'object') armed.delete(timer)
-    realClear(timer)
-  }
-  Object.assign(globalThis, { setTimeout: setTimeoutSpy, clearTimeout: clearTimeoutSpy })
-  return {
-    armed,
-    created: () => created,
-    restore: () => { Object.assign(globalThis, { setTimeout: realSet, clearTimeout: realClear }) }
-  }
-}
-
-// A peerTimeout no other timer in this process uses, so the watch sees the forwards' only.
+// A peerTimeout no other deadline in this process uses, so the counts are the forwards' only.
 const PEER_TIMEOUT = 4321
 
 const unavailableOwners: Array<[string, () => Promise<{ url: string, close: () => Promise<void> }>]> = [
@@ -272,11 +238,11 @@ const unavailableOwners: Array<[string, () => Promise<{ url: string, close: () =
 ]
 
 for (const [how, startOwner] of unavailableOwners) {
-  test(`a forward that falls back to the origin because the owner ${how} leaves no peerTimeout timer armed`, { timeout: 20_000 }, async () => {
+  test(`a forward that falls back to the origin because the owner ${how} leaves no peerTimeout deadline waiting`, { timeout: 20_000 }, async () => {
     const origin = await startOrigin()
     let owner: { url: string, close: () => Promise<void> } | undefined
     let client: Client | undefined
-    const watch = watchTimers(PEER_TIMEOUT)
+    const before = deadlineCounts(PEER_TIMEOUT)
     try {
       owner = await startOwner()
       // ejectAfter high: every request is forwarded, none skips the owner as ejected.
@@ -291,12 +257,12 @@ for (const [how, startOwner] of unavailableOwners) {
       }
       assert.equal(origin.count(), N, 'every request fell back to the origin')
       assert.equal(client.stats().forwardErrors, N)
-      assert.equal(watch.created(), N, 'each forward waited for the owner with its own peerTimeout')
+      const counts = deadlineCounts(PEER_TIMEOUT)
+      assert.equal(counts.made - before.made, N, 'each forward waited for the owner with its own peerTimeout')
       // Each fallback has answered: nothing may still wait for the owner's headers (and hold
       // the request, its handler and its caller for a whole peerTimeout).
-      assert.equal(watch.armed.size, 0, `peerTimeout timers still armed after every request was answered: ${watch.armed.size} of ${N}`)
+      assert.equal(counts.waiting, before.waiting, `peerTimeout deadlines still waiting after every request was answered: ${counts.waiting - before.waiting} of ${N}`)
     } finally {
-      watch.restore()
       await client?.destroy().catch(() => {})
       await owner?.close()
       await origin.close()
