@@ -114,7 +114,7 @@ class DeadlineQueue {
 
   #arm (at: number): void {
     this.#timer = setTimeout(() => { this.#fire() }, Math.max(1, Math.ceil(at - performance.now())))
-    // Like the per-request timers before it: a deadline never keeps the process alive.
+    // A deadline never keeps the process alive: a peer with nothing else to do may exit.
     this.#timer.unref()
   }
 
