@@ -8,6 +8,7 @@ import { replay } from './cache/replay.js'
 import { wrapCaller, type CallerHandler } from './dispatch/compat.js'
 import { CallerController } from './dispatch/controller.js'
 import { Fanout } from './dispatch/fanout.js'
+import { FlightTable } from './dispatch/flight-table.js'
 import { InFlight } from './dispatch/in-flight.js'
 import { RawUpstream } from './dispatch/raw-upstream.js'
 import { InvalidationDelivery } from './invalidation-delivery.js'
@@ -120,7 +121,7 @@ export abstract class Router extends Dispatcher {
   // One object for every request's end, instead of a closure per request.
   readonly #completion = { finished: (ctl: Dispatcher.DispatchController | null): void => { this.#finished(ctl as CallerController | null) } }
   // Forwards in flight, by method and URL, that later identical requests may still join.
-  readonly #forwards = new Map<string, Fanout>()
+  readonly #forwards = new FlightTable<Fanout>()
   // The owner each coalesced forward failed at, for its joiners' retries.
   readonly #failedForwards = new WeakMap<Fanout, string>()
   #idle: Array<() => void> = []

@@ -3,6 +3,7 @@ import type { CallerHandler } from '../dispatch/compat.js'
 import type { CallerController } from '../dispatch/controller.js'
 import { Deadline } from '../dispatch/deadline.js'
 import { Fanout, type ShareTest } from '../dispatch/fanout.js'
+import { FlightTable } from '../dispatch/flight-table.js'
 import { TruncatedBodyError } from '../errors.js'
 import { addVia, endToEndResponseHeaders, headerString, sharedRawHeaders, type RequestHeaders, type ResponseHeaders } from '../headers.js'
 import type { Counters } from '../stats.js'
@@ -254,7 +255,7 @@ interface Flight {
  */
 export class LocalCache {
   readonly #o: LocalCacheOptions
-  readonly #flights = new Map<string, Flight>()
+  readonly #flights = new FlightTable<Flight>()
 
   constructor (options: LocalCacheOptions) {
     this.#o = options
