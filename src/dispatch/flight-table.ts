@@ -8,7 +8,7 @@
  * difference is the garbage collector"). Emptied keys are dropped once there are more than
  * MAX_EMPTIED of them.
  */
-export class FlightTable<V> {
+export class FlightTable<V extends object> {
   readonly #map = new Map<string, V | undefined>()
   #live = 0
 
