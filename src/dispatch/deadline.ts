@@ -48,9 +48,7 @@ export class Deadline {
   }
 
   clear (): void {
-    if (this.queue === null) return
-    this.queue.remove(this)
-    this.queue = null
+    this.queue?.remove(this)
   }
 
   /** Called by the queue once the time has come (and the deadline is out of it). */
@@ -110,6 +108,7 @@ class DeadlineQueue {
     else deadline.next.prev = deadline.prev
     deadline.prev = null
     deadline.next = null
+    deadline.queue = null
   }
 
   #arm (at: number): void {
@@ -124,7 +123,6 @@ class DeadlineQueue {
     try {
       for (let head = this.#head; head !== null && head.expiresAt <= now; head = this.#head) {
         this.remove(head)
-        head.queue = null
         // What expiry sets off (a fallback fetch, say) may add deadlines: they go at the tail,
         // later than now, and arm the timer if it is not armed.
         head.expire()
